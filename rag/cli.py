@@ -52,5 +52,142 @@ def cases(as_json: bool = typer.Option(False, "--json", help="Print a JSON list 
     console.print(table)
 
 
+@app.command()
+def index(rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild even if the index is current."),
+          as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON.")):
+    """Build the search index from seeds/ (FAISS + BM25 + records) under RAG_HOME."""
+    from rag import index as idx
+
+    cfg = Config.from_env()
+    if rebuild:
+        built = idx.build(cfg, progress=True)
+    else:
+        built = idx.ensure(cfg, progress=True)
+    m = built.manifest
+    if as_json:
+        emit_json(m)
+    else:
+        console.print(f"[bold]{built.dir}[/]：{m['cases']} 个案例，{m['chunks']} 个片段，"
+                      f"模型 {m['model']}（{m['dim']} 维），FAISS {m['faiss']}，建于 {m['built_at']}")
+
+
+def load_chain():
+    """The chain, or a clear message and exit code 1 when the index cannot be used."""
+    from rag import chain as chain_mod
+    from rag.index import IndexError_
+
+    try:
+        return chain_mod.build(Config.from_env(), progress=True)
+    except IndexError_ as e:
+        err.print(f"[red]{e}[/]")
+        raise typer.Exit(1)
+
+
+def print_answer(answer) -> None:
+    from rich.markup import escape
+
+    style = "" if answer.answerable else "yellow"
+    console.print(escape(answer.answer), style=style)
+    for c in answer.citations:
+        console.print(f"[dim][{c.n}] {escape(c.district or '（文中未注明所属区）')} · {escape(c.case_title)} · "
+                      f"{c.collection} {c.year} · seeds/{c.source} 第{c.lines[0]}–{c.lines[1]}行[/]")
+    for r in answer.related:
+        console.print(f"[dim]可能相关：{escape(r['district'])} · {escape(r['case_title'])}（{r['year']}）[/]")
+
+
+def read_question(question: str | None) -> str:
+    if question not in (None, "-"):
+        return question
+    data = sys.stdin.buffer.read()
+    return data.decode("utf-8", errors="replace")
+
+
+@app.command()
+def ask(question: str = typer.Argument(None, help="The question, in Chinese; '-' or nothing reads stdin."),
+        as_json: bool = typer.Option(False, "--json", help="Print the Answer as JSON."),
+        batch: str = typer.Option(None, "--batch", help="JSONL file of {id, question} ('-' for stdin); prints JSONL."),
+        district: list[str] = typer.Option(None, "--district", help="Only cases of this district (repeatable)."),
+        year: list[int] = typer.Option(None, "--year", help="Only cases of this year (repeatable).")):
+    """Answer one question (or a batch) with the district, the case and cited source lines."""
+    import time
+
+    from rag.chain import BadQuestion
+
+    chain = load_chain()
+    filters = {"districts": district or None, "years": year or None}
+    if batch:
+        stream = sys.stdin if batch == "-" else open(batch, encoding="utf-8")
+        for n, line in enumerate(stream, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+                t = time.perf_counter()
+                answer = chain.invoke({"question": item["question"], "history": item.get("history"), **filters})
+                out = {"id": item.get("id"), **answer.to_dict(),
+                       "latency_ms": round((time.perf_counter() - t) * 1000, 1)}
+            except (ValueError, KeyError, TypeError) as e:
+                out = {"id": None, "error": f"第 {n} 行无法回答：{e}"}
+            sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
+        return
+    try:
+        answer = chain.invoke({"question": read_question(question), **filters})
+    except BadQuestion as e:
+        err.print(f"[red]{e}[/]")
+        raise typer.Exit(2)
+    if as_json:
+        emit_json(answer.to_dict())
+    else:
+        print_answer(answer)
+
+
+@app.command()
+def chat():
+    """A conversation in the terminal; follow-ups like “那徐汇区呢？” refer to the previous turn."""
+    from rag.chain import BadQuestion
+
+    chain = load_chain()
+    history: list[dict] = []
+    console.print("政策案例问答 —— 输入问题，空行或 Ctrl-D 退出。")
+    while True:
+        try:
+            question = console.input("[bold]问：[/]").strip()
+        except (EOFError, KeyboardInterrupt):
+            break
+        if not question:
+            break
+        try:
+            answer = chain.invoke({"question": question, "history": history})
+        except BadQuestion as e:
+            err.print(f"[red]{e}[/]")
+            continue
+        print_answer(answer)
+        history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer.answer}]
+
+
+@app.command("eval")
+def eval_(gold: str = typer.Option(None, "--gold", help="Gold JSONL file (default: the bundled eval/gold.jsonl)."),
+          split: str = typer.Option("test", "--split", help="test, dev or all. Tune on dev; report test."),
+          mode: str = typer.Option("full", "--mode", help="full, hybrid, bm25, dense or langchain."),
+          compare: bool = typer.Option(False, "--compare", help="Run langchain, bm25, dense, hybrid and full side by side."),
+          out: str = typer.Option(None, "--out", help="Output folder (default: RAG_HOME/eval/<timestamp>)."),
+          as_json: bool = typer.Option(False, "--json", help="Print the metrics JSON to stdout.")):
+    """Measure the whole assistant on the gold Q&A pairs: retrieval, attribution, answers, abstention, latency."""
+    from eval.runner import main as run_eval
+
+    run_eval(gold=gold, split=split, mode=mode, compare=compare, out=out, as_json=as_json)
+
+
+@app.command()
+def serve(host: str = typer.Option(None, "--host", help="Address to bind (RAG_SERVE_HOST, default 127.0.0.1)."),
+          port: int = typer.Option(None, "--port", help="Port (RAG_SERVE_PORT, default 7860)."),
+          share: bool = typer.Option(False, "--share", help="Gradio share link (needs internet; off by default)."),
+          auth: str = typer.Option(None, "--auth", help="user:pass to require a login (RAG_AUTH).")):
+    """Start the chat in the browser at http://127.0.0.1:7860 (builds the index first if missing)."""
+    from ui.app import serve as run_server
+
+    run_server(host=host, port=port, share=share, auth=auth)
+
+
 if __name__ == "__main__":
     app()

@@ -200,28 +200,33 @@ def _parse_2021(doc, lines) -> list[Case]:
     return cases
 
 
-def _infer_district(text: str) -> tuple[str | None, str]:
-    """The district an entry belongs to, from the names and places it mentions, with evidence."""
+def place_mentions(text: str) -> list[tuple[int, str, str]]:
+    """(position, word, district) for every district name, short form or known place in the text."""
     for word in NOT_A_PLACE:
         text = text.replace(word, "＿" * len(word))
-    votes: Counter[str] = Counter()
-    first: dict[str, tuple[int, str]] = {}
-    for full in DISTRICTS:
-        for m in re.finditer(full, text):
-            votes[full] += 1
-            first.setdefault(full, (m.start(), full))
-    masked = text
-    for full in DISTRICTS:
-        masked = masked.replace(full, "＿" * len(full))
-    for place in sorted(GAZETTEER, key=len, reverse=True):
-        for m in re.finditer(place, masked):
-            votes[GAZETTEER[place]] += 1
-            first.setdefault(GAZETTEER[place], (m.start(), place))
-        masked = masked.replace(place, "＿" * len(place))
-    if not votes:
+    found = []
+    # Longest names first, each masked once matched, so 浦东新区 does not count again as 浦东.
+    for word in sorted(set(DISTRICTS) | set(GAZETTEER), key=len, reverse=True):
+        for m in re.finditer(re.escape(word), text):
+            found.append((m.start(), word, word if word in DISTRICTS else GAZETTEER[word]))
+        text = text.replace(word, "＿" * len(word))
+    return sorted(found)
+
+
+def districts_in(text: str) -> list[str]:
+    """The districts a text refers to, in order of first mention."""
+    return list(dict.fromkeys(d for _, _, d in place_mentions(text)))
+
+
+def _infer_district(text: str) -> tuple[str | None, str]:
+    """The district an entry belongs to, from the names and places it mentions, with evidence."""
+    mentions = place_mentions(text)
+    if not mentions:
         return None, "文中未出现任何区名或可归属某区的地名"
-    district = max(votes, key=lambda d: (votes[d], -first[d][0]))
-    pos, word = first[district]
+    votes = Counter(d for _, _, d in mentions)
+    # Most mentions wins; a tie goes to the district mentioned first.
+    district = max(votes, key=lambda d: (votes[d], -next(p for p, _, x in mentions if x == d)))
+    pos, word, _ = next(m for m in mentions if m[2] == district)
     context = text[max(0, pos - 12): pos + len(word) + 12].replace("\n", " ")
     others = {d: c for d, c in votes.items() if d != district}
     note = f"；另见{dict(others)}" if others else ""

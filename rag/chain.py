@@ -1,0 +1,144 @@
+"""The one chain that the CLI, the chat and the eval all go through, as a LangChain Runnable.
+
+`chain.invoke({"question": ..., "history": [...]})` returns an Answer.
+`chain.stream(...)` yields the answer's text in pieces as it forms, then the finished Answer.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterator
+from functools import lru_cache
+
+from langchain_core.runnables import Runnable, RunnableConfig
+
+from rag.answer import Answer, Answerer, detect_kind
+from rag.config import Config
+from rag.corpus import districts_in, place_mentions
+from rag.retrieve import Filters
+
+FOLLOW_UP = re.compile(r"^(那么?|还有|另外|它|他们|这个|这些|该|其|此|这)|呢[？?]?$")
+INVISIBLE = re.compile(r"[\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\x00-\x08\x0b-\x1f\x7f]")
+
+
+class BadQuestion(ValueError):
+    """A question that cannot be asked; the message is for the user."""
+
+
+@lru_cache(maxsize=1)
+def _t2s():
+    import opencc
+
+    return opencc.OpenCC("t2s")
+
+
+def normalise(question: str, max_chars: int) -> tuple[str, str]:
+    """(the question as searched, a note for the user). Traditional → Simplified, so that
+    浦東新區 finds 浦东新区; full-width letters and digits → half-width; invisible characters go."""
+    text = INVISIBLE.sub("", question or "")
+    text = unicodedata.normalize("NFKC", text).strip()
+    if not text:
+        raise BadQuestion("问题是空的：请输入一个关于上海各区优化营商环境案例的问题。")
+    note = ""
+    if len(text) > max_chars:
+        note = f"问题太长（{len(text)} 字），只按前 {max_chars} 字检索。"
+        text = text[:max_chars]
+    return _t2s().convert(text), note
+
+
+def resolve(question: str, history: list[dict]) -> tuple[str, str | None, Filters | None, str]:
+    """A follow-up ("那徐汇区呢？", "它的成效呢？") read against the previous turn:
+    (question to answer, kind, filters, extra search context)."""
+    users = [m["content"] for m in history if m.get("role") == "user" and m.get("content")]
+    replies = [m["content"] for m in history if m.get("role") == "assistant" and m.get("content")]
+    if not users or not (FOLLOW_UP.search(question) or len(question) <= 6):
+        return question, None, None, ""
+    previous = str(users[-1])
+    named = districts_in(question)
+    own_kind = detect_kind(question) if re.search(r"成效|效果|多少|几|哪一?年|做法|举措|哪些区", question) else None
+    if named:
+        # "那徐汇区呢？": the previous question, asked of the newly named district(s).
+        rewritten = previous
+        for _, word, _ in sorted(place_mentions(previous), key=lambda m: -m[0]):
+            rewritten = rewritten.replace(word, "", 1)
+        rewritten = "".join(named) + rewritten
+        return rewritten, own_kind or detect_kind(previous), Filters(tuple(named)), ""
+    # "它的成效呢？": the same case as the previous answer, whose first line names it.
+    last_answer = str(replies[-1]).split("\n")[0] if replies else ""
+    focus = f"{previous} {last_answer}"
+    districts = tuple(districts_in(last_answer)[:1]) or tuple(districts_in(previous))
+    kind = own_kind or ("what_measure" if re.search(r"成效|效果", question) else detect_kind(previous))
+    return question, kind, Filters(districts), focus
+
+
+class AnswerChain(Runnable):
+    """Question (+ history, + optional filters) → Answer, extractive or through an LLM."""
+
+    def __init__(self, answerer: Answerer, cfg: Config | None = None, llm=None):
+        self.answerer = answerer
+        self.cfg = cfg or Config.from_env()
+        self.llm = llm
+
+    @property
+    def InputType(self):
+        return dict
+
+    @property
+    def OutputType(self):
+        return Answer
+
+    def _prepare(self, input) -> tuple[str, str, str | None, Filters | None, str, str]:
+        if isinstance(input, str):
+            input = {"question": input}
+        raw = input.get("question", "")
+        question, note = normalise(raw, self.cfg.max_question_chars)
+        resolved, kind, filters, focus = resolve(question, input.get("history") or [])
+        if input.get("districts") or input.get("years"):
+            filters = Filters(tuple(input.get("districts") or ()), tuple(input.get("years") or ()))
+        return raw, note, kind, filters, focus, resolved
+
+    def invoke(self, input, config: RunnableConfig | None = None, **kwargs) -> Answer:
+        answer = None
+        for piece in self.stream(input, config):
+            answer = piece
+        return answer
+
+    def stream(self, input, config: RunnableConfig | None = None, **kwargs) -> Iterator[str | Answer]:
+        raw, note, kind, filters, focus, question = self._prepare(input)
+        if note:
+            yield f"（{note}）\n"
+        grounded = self.answerer.answer(question, kind=kind, filters=filters, focus=focus)
+        if self.llm is not None and grounded.answerable:
+            from rag.llm import generate
+
+            answer = yield from generate(self.llm, question, grounded, self.answerer)
+        else:
+            answer = grounded
+            for line in answer.answer.split("\n"):
+                yield line + "\n"
+        answer.question = raw
+        if note:
+            answer.answer = f"（{note}）\n{answer.answer}"
+        yield answer
+
+
+def build(cfg: Config | None = None, progress: bool = True, mode: str = "hybrid",
+          steer: bool = True) -> AnswerChain:
+    """Load (or build) the index and the query-time embedder once, and wire the chain.
+    `mode` and `steer` are the Retriever's; the eval's ablation varies them."""
+    from rag import index as index_mod
+    from rag.retrieve import Retriever
+
+    cfg = cfg or Config.from_env()
+    idx = index_mod.ensure(cfg, progress=progress)
+    embedder = index_mod.load_embedder(cfg, engine="auto")
+    if embedder.model_id != idx.manifest["model"]:
+        raise index_mod.IndexStale(
+            f"索引是用另一个模型建的（{idx.manifest['model']}，当前为 {embedder.model_id}）。请运行 rag index --rebuild")
+    llm = None
+    if cfg.llm_base_url and cfg.llm_model:
+        from rag.llm import chat_model
+
+        llm = chat_model(cfg)
+    return AnswerChain(Answerer(Retriever(idx, embedder, cfg, mode, steer)), cfg, llm)

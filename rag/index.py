@@ -1,0 +1,209 @@
+"""Chunks → an index on disk: FAISS vectors, a BM25 index, the records as JSON, and a manifest.
+
+Everything lives in one directory (config.index_dir). A build writes a sibling temp directory
+and renames it into place, so a failed or killed build leaves the previous index as it was.
+Nothing here is loaded with pickle: FAISS's own format, JSON, and bm25s's .npy/.json files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rag.chunking import Chunk, chunk_cases
+from rag.config import Config
+from rag.corpus import Case, case_text, load_cases
+from rag.tokenize import Tokenizer, user_words
+
+SCHEMA = 1
+FILES = ("manifest.json", "chunks.json", "vectors.faiss", "userdict.txt", "bm25")
+
+
+class IndexError_(RuntimeError):
+    """An index that cannot be used; the message says what to do."""
+
+
+class IndexMissing(IndexError_):
+    pass
+
+
+class IndexStale(IndexError_):
+    pass
+
+
+class IndexCorrupt(IndexError_):
+    pass
+
+
+def corpus_hash(cfg: Config) -> str:
+    h = hashlib.sha256()
+    for path in sorted(cfg.seeds.glob("*.txt")) + [cfg.seeds / "manifest.json"]:
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def chunking_hash(cfg: Config) -> str:
+    """Settings and the parsing code itself: an index built by other chunking code is stale."""
+    h = hashlib.sha256(f"size={cfg.chunk_size}".encode())
+    for module in ("corpus.py", "chunking.py", "tokenize.py"):
+        h.update((Path(__file__).parent / module).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def faiss_index_type(n: int, setting: str) -> str:
+    """Exact search while it is fast enough; HNSW past the measured crossover (bench/scale)."""
+    if setting != "auto":
+        return setting
+    return "flat" if n <= 200_000 else "hnsw"
+
+
+@dataclass
+class Index:
+    dir: Path
+    manifest: dict
+    cases: dict[str, Case]
+    chunks: list[Chunk]
+    vectors: "object"  # faiss.Index
+    bm25: "object"  # bm25s.BM25
+    tokenizer: Tokenizer
+
+
+def load_embedder(cfg: Config, engine: str = "auto"):
+    import embeddings
+
+    return embeddings.load(cfg.model, cache_dir=cfg.home / "models", engine=engine)
+
+
+def build(cfg: Config, embedder=None, progress: bool = True) -> Index:
+    import bm25s
+    import faiss
+
+    say = (lambda msg: print(msg, file=sys.stderr)) if progress else (lambda msg: None)
+    started = time.perf_counter()
+    timings = {}
+
+    t = time.perf_counter()
+    cases = load_cases(cfg.seeds)
+    chunks = chunk_cases(cases, cfg.seeds, cfg.chunk_size)
+    timings["parse_chunk_s"] = time.perf_counter() - t
+    say(f"索引：{len(cases)} 个案例，{len(chunks)} 个片段")
+
+    embedder = embedder or load_embedder(cfg, engine="auto")
+    t = time.perf_counter()
+    vecs = embedder.embed_passages([c.index_text for c in chunks], progress=progress)
+    timings["embed_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    kind = faiss_index_type(len(chunks), os.environ.get("RAG_FAISS", "auto"))
+    vectors = faiss.IndexHNSWFlat(vecs.shape[1], 32, faiss.METRIC_INNER_PRODUCT) if kind == "hnsw" \
+        else faiss.IndexFlatIP(vecs.shape[1])
+    vectors.add(np.ascontiguousarray(vecs, dtype=np.float32))
+    tokenizer = Tokenizer(user_words([case_text(c, cfg.seeds) for c in cases]))
+    bm25 = bm25s.BM25()
+    bm25.index([tokenizer(c.index_text) for c in chunks], show_progress=False)
+    timings["index_s"] = time.perf_counter() - t
+
+    manifest = {
+        "schema": SCHEMA,
+        "model": embedder.model_id,
+        "model_setting": cfg.model,
+        "dim": int(vecs.shape[1]),
+        "corpus_hash": corpus_hash(cfg),
+        "chunking_hash": chunking_hash(cfg),
+        "chunk_size": cfg.chunk_size,
+        "faiss": kind,
+        "cases": len(cases),
+        "chunks": len(chunks),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "timings": timings,
+    }
+    final = cfg.index_dir
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        faiss.write_index(vectors, str(tmp / "vectors.faiss"))
+        bm25.save(str(tmp / "bm25"), show_progress=False)
+        tokenizer.save(tmp / "userdict.txt")
+        records = {"cases": [c.to_dict() for c in cases], "chunks": [c.to_dict() for c in chunks]}
+        (tmp / "chunks.json").write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+        # The manifest goes last: a directory without one was never finished.
+        (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
+        _swap_in(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    say(f"索引已写入 {final}（{time.perf_counter() - started:.1f} 秒）")
+    return Index(final, manifest, {c.id: c for c in cases}, chunks, vectors, bm25, tokenizer)
+
+
+def _swap_in(tmp: Path, final: Path) -> None:
+    old = final.parent / f".{final.name}.old-{os.getpid()}"
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def check(cfg: Config, model_id: str | None = None) -> dict:
+    """The manifest, if the index on disk fits this corpus, chunking and model; raises otherwise."""
+    path = cfg.index_dir / "manifest.json"
+    if not path.exists():
+        raise IndexMissing(f"还没有索引（{cfg.index_dir}）。请运行 rag index")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest["schema"], manifest["model"], manifest["corpus_hash"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise IndexCorrupt(f"索引清单损坏（{path}：{e}）。请运行 rag index --rebuild") from e
+    reasons = []
+    if manifest["schema"] != SCHEMA:
+        reasons.append(f"索引格式版本 {manifest['schema']} ≠ {SCHEMA}")
+    if manifest.get("model_setting") != cfg.model or (model_id and manifest["model"] != model_id):
+        reasons.append(f"索引是用另一个模型建的（{manifest['model']}，当前设置为 {model_id or cfg.model}）")
+    if manifest["corpus_hash"] != corpus_hash(cfg):
+        reasons.append("seeds/ 中的文档已变更")
+    if manifest.get("chunking_hash") != chunking_hash(cfg):
+        reasons.append("切分设置或代码已变更")
+    if reasons:
+        raise IndexStale("索引已过期：" + "；".join(reasons) + "。请运行 rag index --rebuild")
+    return manifest
+
+
+def load(cfg: Config, model_id: str | None = None) -> Index:
+    import bm25s
+    import faiss
+
+    manifest = check(cfg, model_id)
+    d = cfg.index_dir
+    try:
+        records = json.loads((d / "chunks.json").read_text(encoding="utf-8"))
+        cases = {c["id"]: Case.from_dict(c) for c in records["cases"]}
+        chunks = [Chunk.from_dict(c, cases) for c in records["chunks"]]
+        vectors = faiss.read_index(str(d / "vectors.faiss"))
+        bm25 = bm25s.BM25.load(str(d / "bm25"), allow_pickle=False)
+        tokenizer = Tokenizer.load(d / "userdict.txt")
+    except Exception as e:  # faiss raises RuntimeError, json ValueError, numpy ValueError/OSError
+        raise IndexCorrupt(f"索引文件损坏或不完整（{d}：{type(e).__name__}: {str(e)[:200]}）。"
+                           "请运行 rag index --rebuild") from e
+    if not (vectors.ntotal == len(chunks) == manifest["chunks"] and vectors.d == manifest["dim"]):
+        raise IndexCorrupt(f"索引文件互不一致（向量 {vectors.ntotal}，片段 {len(chunks)}）。请运行 rag index --rebuild")
+    return Index(d, manifest, cases, chunks, vectors, bm25, tokenizer)
+
+
+def ensure(cfg: Config, embedder=None, progress: bool = True) -> Index:
+    """Load the index, building it when it is missing or stale. A corrupt one is an error."""
+    model_id = embedder.model_id if embedder else None
+    try:
+        return load(cfg, model_id)
+    except (IndexMissing, IndexStale) as e:
+        if progress:
+            print(f"{e}\n正在重建索引…", file=sys.stderr)
+        return build(cfg, embedder, progress)
