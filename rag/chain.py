@@ -18,7 +18,8 @@ from rag.config import Config
 from rag.corpus import districts_in, place_mentions
 from rag.retrieve import Filters
 
-FOLLOW_UP = re.compile(r"^(那么?|还有|另外|它|他们|这个|这些|该|其|此|这)|呢[？?]?$")
+FOLLOW_UP = re.compile(r"^(那么?|还有|另外|它|他们|这个|这些|该|其|此|这)|呢[？?]?$|"
+                       r"后来|上面|刚才|前面|这项|这一|该案例|它们|他们|其中|这个做法|那个")
 INVISIBLE = re.compile(r"[\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -52,7 +53,8 @@ def resolve(question: str, history: list[dict]) -> tuple[str, str | None, Filter
     (question to answer, kind, filters, extra search context)."""
     users = [m["content"] for m in history if m.get("role") == "user" and m.get("content")]
     replies = [m["content"] for m in history if m.get("role") == "assistant" and m.get("content")]
-    if not users or not (FOLLOW_UP.search(question) or len(question) <= 6):
+    standalone = districts_in(question) or re.search(r"[“\"「]", question)
+    if not users or not (FOLLOW_UP.search(question) or (len(question) <= 14 and not standalone)):
         return question, None, None, ""
     previous = str(users[-1])
     named = districts_in(question)

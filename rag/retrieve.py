@@ -17,6 +17,7 @@ from rag.index import Index
 
 YEAR = re.compile(r"(20\d\d)\s*(?:年度?|年)?")
 MODES = ("hybrid", "bm25", "dense")
+TRAVEL = re.compile(r"(?:跑|去|赶|赴)(?:到|去|往)?[\u4e00-\u9fff]{2,4}?(?=[，。？?、,！]|$|办|送|跑)")
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,9 @@ class Filters:
 
     @classmethod
     def from_question(cls, question: str) -> "Filters":
-        return cls(tuple(districts_in(question)), tuple(int(y) for y in YEAR.findall(question)))
+        # "不用再跑浦东": a place one travels to is not the district asked about.
+        text = TRAVEL.sub("", question)
+        return cls(tuple(districts_in(text)), tuple(int(y) for y in YEAR.findall(question)))
 
 
 @dataclass
