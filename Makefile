@@ -24,4 +24,4 @@ $(STAMP): pyproject.toml
 
 # The browser tests drive Debian's Chromium through playwright; `playwright install` cannot work offline.
 browser:
-	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
+	@command -v chromium >/dev/null && fc-list :lang=zh | grep -q . || { apt-get update -qq && apt-get install -y -qq chromium fonts-wqy-microhei; }

@@ -132,7 +132,8 @@ class Answerer:
         named = set(Filters.from_question(question).districts)
         out = {}
         for t in tokens:
-            if t in named or t.endswith("区") and len(t) <= 2 or re.fullmatch(r"20\d\d|年|年度", t):
+            # Bare numbers and stray Latin letters carry no topic ("<img src=x>", "1").
+            if t in named or t.endswith("区") and len(t) <= 2 or re.fullmatch(r"20\d\d|年|年度|\d+|[a-z]{1,2}", t):
                 continue
             out[t] = self.idf.get(t, 0.0)
         return out
@@ -148,11 +149,11 @@ class Answerer:
         scored = []
         for rank, chunk in enumerate(hit.chunks[:6]):
             for i, s in enumerate(chunk.sentences):
-                if len(s.text) < 8:
+                if len(s.text) < 8 or s.text in hit.case.title:
                     continue
                 score = self.coverage(terms, s.text) - 0.02 * rank - 0.001 * i
                 if prefer:
-                    score += prefer(s)
+                    score += prefer(chunk, s)
                 scored.append((score, chunk, s))
         scored.sort(key=lambda x: -x[0])
         picked, lines = [], set()
@@ -251,18 +252,23 @@ class Answerer:
         wants_effect = bool(re.search(r"成效|效果|成果|取得", question))
         heads = [] if wants_effect else self.headline_sentences(top)
         if len(heads) >= 2:
-            lines += [f"{i}. {s.text}{cites.cite(c, s)}" for i, (c, s) in enumerate(heads[:6], 1)]
+            # Headline sentences carry their own numbering (1、 / （一）), so none is added.
+            lines += [f"{s.text}{cites.cite(c, s)}" for c, s in heads[:6]]
         else:
-            prefer = (lambda s: 0.3) if wants_effect else None
-            picked = self.best_sentences(top, terms, 3, prefer=prefer)
+            in_effects = lambda c, s: 0.5 if any(re.search(r"成效|效果|成果", p) for p in c.section) else 0.0
+            if wants_effect:
+                top = Hit(top.case, top.score, top.dense, top.bm25, self.case_chunks(top.case))
+            picked = self.best_sentences(top, terms, 3, prefer=in_effects if wants_effect else None)
             lines += [f"- {s.text}{cites.cite(c, s)}" for c, s in picked]
         return self._answer(question, kind, lines, cites, [top])
 
+    def case_chunks(self, case: Case) -> list[Chunk]:
+        return [c for c in self.retriever.index.chunks if c.case.id == case.id]
+
     def headline_sentences(self, hit: Hit) -> list[tuple[Chunk, Sentence]]:
         """The lead sentences of 主要做法's numbered items, in document order."""
-        chunks = [c for c in self.retriever.index.chunks if c.case.id == hit.case.id]
         out = []
-        for c in chunks:
+        for c in self.case_chunks(hit.case):
             if not any(re.search(r"做法|举措|主要|措施|功能", p) for p in c.section[:1]):
                 continue
             for s in c.sentences:
@@ -275,9 +281,9 @@ class Answerer:
         if not self.has_figure(question, top, terms):
             return self.not_found(question, kind, hits, "找到了相关案例，但材料中没有给出这个数字。")
         cites = Citations()
-        has_number = lambda s: 0.5 if re.search(r"\d|[一二三四五六七八九十百千万]+[天个项家年月次%]", s.text) else 0.0
+        has_number = lambda c, s: 0.5 if re.search(r"\d|[一二三四五六七八九十百千万]+[天个项家年月次%]", s.text) else 0.0
         picked = self.best_sentences(top, terms, 2, prefer=has_number)
-        picked.sort(key=lambda cs: -has_number(cs[1]) - self.coverage(terms, cs[1].text))
+        picked.sort(key=lambda cs: -has_number(*cs) - self.coverage(terms, cs[1].text))
         lines = [s.text + cites.cite(c, s) for c, s in picked[:1]]
         lines.append(f"出处：{district_label(top.case)} —— {case_label(top.case)}")
         lines += [s.text + cites.cite(c, s) for c, s in picked[1:]]

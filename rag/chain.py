@@ -48,15 +48,20 @@ def normalise(question: str, max_chars: int) -> tuple[str, str]:
     return _t2s().convert(text), note
 
 
+def is_follow_up(question: str) -> bool:
+    standalone = districts_in(question) or re.search(r"[“\"「]", question)
+    return bool(FOLLOW_UP.search(question)) or (len(question) <= 14 and not standalone)
+
+
 def resolve(question: str, history: list[dict]) -> tuple[str, str | None, Filters | None, str]:
     """A follow-up ("那徐汇区呢？", "它的成效呢？") read against the previous turn:
     (question to answer, kind, filters, extra search context)."""
     users = [m["content"] for m in history if m.get("role") == "user" and m.get("content")]
     replies = [m["content"] for m in history if m.get("role") == "assistant" and m.get("content")]
-    standalone = districts_in(question) or re.search(r"[“\"「]", question)
-    if not users or not (FOLLOW_UP.search(question) or (len(question) <= 14 and not standalone)):
+    if not users or not is_follow_up(question):
         return question, None, None, ""
-    previous = str(users[-1])
+    # The topic comes from the last question that stood on its own, not from another follow-up.
+    previous = next((str(u) for u in reversed(users) if not is_follow_up(str(u))), str(users[-1]))
     named = districts_in(question)
     own_kind = detect_kind(question) if re.search(r"成效|效果|多少|几|哪一?年|做法|举措|哪些区", question) else None
     if named:
@@ -97,7 +102,8 @@ class AnswerChain(Runnable):
         question, note = normalise(raw, self.cfg.max_question_chars)
         resolved, kind, filters, focus = resolve(question, input.get("history") or [])
         if input.get("districts") or input.get("years"):
-            filters = Filters(tuple(input.get("districts") or ()), tuple(input.get("years") or ()))
+            filters = Filters(tuple(input.get("districts") or ()), tuple(int(y) for y in input.get("years") or ()),
+                              collection_years=True)
         return raw, note, kind, filters, focus, resolved
 
     def invoke(self, input, config: RunnableConfig | None = None, **kwargs) -> Answer:

@@ -24,6 +24,9 @@ TRAVEL = re.compile(r"(?:跑|去|赶|赴)(?:到|去|往)?[\u4e00-\u9fff]{2,4}?(?
 class Filters:
     districts: tuple[str, ...] = ()
     years: tuple[int, ...] = ()
+    # A year chosen in a filter means the collection's year; a year in a question may also be
+    # the year something happened, which the case text mentions.
+    collection_years: bool = False
 
     @classmethod
     def from_question(cls, question: str) -> "Filters":
@@ -60,8 +63,9 @@ class Retriever:
             self.case_years[chunk.case.id].update(int(y) for y in re.findall(r"(20\d\d)年", chunk.text))
 
     def matches(self, case: Case, filters: Filters) -> bool:
+        years = {case.year} if filters.collection_years else self.case_years[case.id]
         return (not filters.districts or case.district in filters.districts) and \
-               (not filters.years or bool(self.case_years[case.id] & set(filters.years)))
+               (not filters.years or bool(years & set(filters.years)))
 
     def bm25_scores(self, question: str) -> np.ndarray:
         vocab = self.index.bm25.vocab_dict

@@ -1,0 +1,234 @@
+"""The chat, served by Gradio and driven in Debian's Chromium, and its `ask` API through gradio_client.
+
+The browser runs offline: every request that is not for the app itself is refused and recorded,
+and the test fails if there was any. Screenshots of each step go to test-artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from rag.answer import Answer, Citation
+from ui.render import Renderer
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+SHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
+XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
+FINISHED = ".answer.found, .answer.not-found"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(chain, cfg):
+    from ui.app import build_app
+
+    demo = build_app(chain, cfg)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port())
+    yield url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def outside():
+    """URLs the page tried to fetch from anywhere but the app."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def page(server, outside):
+    # CI installs Chromium (make test); a missing browser is a failure, never a skip.
+    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: apt-get install chromium (make test does it)"
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 1000}, locale="zh-CN")
+
+        def offline(route):
+            if route.request.url.startswith(server):
+                route.continue_()
+            else:
+                outside.append(route.request.url)
+                route.abort()
+
+        context.route("**/*", offline)
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(server)
+        page.wait_for_selector("#question textarea")
+        yield page
+        browser.close()
+
+
+def ask(page, question: str):
+    """Types the question, sends it, and waits for the finished (no longer streaming) answer."""
+    before = page.locator(FINISHED).count()
+    page.fill("#question textarea", question)
+    page.click("#send")
+    page.wait_for_function(f"document.querySelectorAll('{FINISHED}').length > {before}")
+    page.locator('[data-testid="user"]').last.scroll_into_view_if_needed()
+    return page.locator('[data-testid="bot"]').last
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+# -- the browser ---------------------------------------------------------------------------------
+@pytest.mark.browser
+def test_page_shows_scope_examples_and_settings(page):
+    body = page.inner_text("body")
+    assert "上海各区优化营商环境案例（2019–2023 年，5 份文件）" in body
+    assert "那徐汇区呢？" in body and "哪个区推出了“一楼一事办”？" in body
+    page.get_by_text("设置与索引信息").click()
+    page.wait_for_selector("table.settings")
+    settings = page.inner_text("table.settings")
+    assert "抽取式" in settings and "向量模型" in settings and "建于" in settings
+    shot(page, "01-start")
+
+
+@pytest.mark.browser
+def test_which_district_then_follow_up(page):
+    answer = ask(page, "哪个区推出了“一楼一事办”？")
+    assert answer.locator(".answer.found").count() == 1
+    text = answer.inner_text()
+    assert "虹口区" in text.split("\n")[0]
+    assert answer.locator("sup.cite").count() >= 2  # [n] markers became badges
+    sources = answer.locator(".sources").inner_text()
+    assert "seeds/001_" in sources and "行" in sources and "《" in sources
+    assert answer.locator("blockquote.quote mark").count() >= 1
+    answer.locator("details.context summary").first.click()
+    assert answer.locator("details.context .ctx-line.hit").first.is_visible()
+    shot(page, "02-which-district")
+
+    follow_up = ask(page, "它取得了什么成效？")
+    assert follow_up.locator(".answer.found").count() == 1
+    assert "虹口区" in follow_up.inner_text()  # still about the case the first answer named
+    assert "seeds/001_" in follow_up.locator(".sources").inner_text()
+    shot(page, "03-follow-up")
+
+
+@pytest.mark.browser
+def test_unanswerable_question_looks_different(page):
+    answer = ask(page, "北京市朝阳区推出了哪些营商环境改革？")
+    box = answer.locator(".answer.not-found")
+    assert box.count() == 1
+    text = box.inner_text()
+    assert "现有案例材料中没有找到" in text and "可能相关" in text
+    assert box.locator(".related li").count() >= 1
+    assert answer.locator(".sources").count() == 0
+    shot(page, "04-not-found")
+
+
+@pytest.mark.browser
+def test_user_text_is_shown_not_run(page):
+    ask(page, XSS)
+    question = page.locator('[data-testid="user"]').last
+    assert XSS in question.inner_text()
+    assert page.evaluate("typeof window.__xss") == "undefined"
+    assert page.locator("#chat script, #chat img[src='x']").count() == 0
+    shot(page, "05-escaped")
+
+
+@pytest.mark.browser
+def test_page_fetches_nothing_from_the_internet(page, outside):
+    # Runs last in this file, after every step above has rendered.
+    assert outside == []
+
+
+# -- the API ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def client(server):
+    from gradio_client import Client
+
+    return Client(server, verbose=False)
+
+
+def expected(chain, question: str, **extra) -> dict:
+    # Through JSON, as `rag ask --json` prints it.
+    return json.loads(json.dumps(chain.invoke({"question": question, **extra}).to_dict(), ensure_ascii=False))
+
+
+def test_ask_endpoint_returns_the_chains_json(client, chain):
+    question = "哪个区推出了“一楼一事办”？"
+    result = client.predict(question, api_name="/ask")
+    assert set(result) == {"question", "answer", "answerable", "districts", "citations", "kind", "related", "mode"}
+    want = expected(chain, question)
+    assert result["answer"] == want["answer"] and result["citations"] == want["citations"]
+    assert result == want
+
+
+def test_ask_endpoint_takes_history_and_filters(client, chain):
+    history = [{"role": "user", "content": "静安区在办税方面有什么做法？"},
+               {"role": "assistant", "content": chain.invoke("静安区在办税方面有什么做法？").answer}]
+    result = client.predict("那徐汇区呢？", history, api_name="/ask")
+    assert result == expected(chain, "那徐汇区呢？", history=history)
+    assert result["districts"] == ["徐汇区"]
+    narrowed = client.predict(question="企业代办服务", districts=["宝山区"], api_name="/ask")
+    assert narrowed["citations"] and {c["district"] for c in narrowed["citations"]} == {"宝山区"}
+
+
+def test_ask_endpoint_rejects_an_empty_question(client):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="问题是空的"):
+        client.predict("   ", api_name="/ask")
+
+
+def test_concurrent_requests_get_their_own_answers(client, chain):
+    questions = ["哪个区推出了“一楼一事办”？", "哪些区搞了企业代办服务？", "浦东人才港把审批时间压缩到了几天？"] * 3
+    with ThreadPoolExecutor(len(questions)) as pool:
+        results = list(pool.map(lambda q: client.predict(q, api_name="/ask"), questions))
+    for question, result in zip(questions, results):
+        assert result == expected(chain, question)
+
+
+# -- the HTML ---------------------------------------------------------------------------------
+def test_document_and_user_text_is_escaped(tmp_path):
+    (tmp_path / "x.txt").write_text("<b>原文</b>第一句。<i>被引用的一句。</i>\n", encoding="utf-8")
+    cite = Citation(1, None, "c1", "<img src=x>", "集", 2021, "x.txt", (1, 1), "<i>被引用的一句。</i>")
+    html = Renderer({}, tmp_path).answer(Answer("q", "**<u>区</u>** 说<i>x</i>[1]", True, [], [cite], "what_measure"))
+    assert "<img" not in html and "<i>" not in html and "<u>" not in html and "<b>" not in html
+    assert "&lt;img src=x&gt;" in html and "<strong>&lt;u&gt;区&lt;/u&gt;</strong>" in html
+    assert "<mark>&lt;i&gt;被引用的一句。&lt;/i&gt;</mark>" in html
+    assert "（文中未注明所属区）" in html and '<sup class="cite"' in html
+    assert Renderer({}, tmp_path).user(XSS) == XSS.replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+# -- serving ----------------------------------------------------------------------------------
+def test_serve_reads_the_environment_and_warns_when_open(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    import rag.chain
+    import ui.app
+
+    launched = {}
+    monkeypatch.setattr(rag.chain, "build", lambda cfg, progress: None)
+    monkeypatch.setattr(ui.app, "build_app", lambda chain, cfg: SimpleNamespace(launch=launched.update))
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    monkeypatch.setenv("RAG_SERVE_HOST", "0.0.0.0")
+    monkeypatch.setenv("RAG_SERVE_PORT", "7999")
+    monkeypatch.delenv("RAG_AUTH", raising=False)
+    ui.app.serve()
+    assert launched == {"server_name": "0.0.0.0", "server_port": 7999, "share": False, "auth": None}
+    assert "未设登录" in capsys.readouterr().err
+
+    monkeypatch.setenv("RAG_AUTH", "reader:secret")
+    ui.app.serve()
+    assert launched["auth"] == ("reader", "secret")
+    ui.app.serve(host="127.0.0.1", port=8001, auth="admin:pw")
+    assert launched["server_port"] == 8001 and launched["auth"] == ("admin", "pw")
+    assert "未设登录" not in capsys.readouterr().err

