@@ -179,6 +179,16 @@ def eval_(gold: str = typer.Option(None, "--gold", help="Gold JSONL file (defaul
 
 
 @app.command()
+def bench(as_json: bool = typer.Option(False, "--json", help="Print the results JSON to stdout."),
+          scale: bool = typer.Option(False, "--scale", help="Also run the synthetic 10k/100k/1M-chunk scale test."),
+          out: str = typer.Option("bench/results", "--out", help="Where to write results JSON and Markdown.")):
+    """Measure build time, cold start, query latency and memory, side by side with the plain LangChain recipe."""
+    from eval.bench import main as run_bench
+
+    run_bench(as_json=as_json, scale=scale, out=out)
+
+
+@app.command()
 def serve(host: str = typer.Option(None, "--host", help="Address to bind (RAG_SERVE_HOST, default 127.0.0.1)."),
           port: int = typer.Option(None, "--port", help="Port (RAG_SERVE_PORT, default 7860)."),
           share: bool = typer.Option(False, "--share", help="Gradio share link (needs internet; off by default)."),
