@@ -25,6 +25,12 @@ def main():
     """政策案例问答 (policy-case Q&A). Data and index live under RAG_HOME."""
 
 
+def fail(message: str, code: int):
+    """A message for the user on stderr (as plain text: paths may hold [brackets]), then exit."""
+    err.print(message, style="red", markup=False, highlight=False)
+    raise typer.Exit(code)
+
+
 def emit_json(data) -> None:
     sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
 
@@ -79,8 +85,7 @@ def load_chain():
     try:
         return chain_mod.build(Config.from_env(), progress=True)
     except IndexError_ as e:
-        err.print(f"[red]{e}[/]")
-        raise typer.Exit(1)
+        fail(str(e), 1)
 
 
 def print_answer(answer) -> None:
@@ -95,11 +100,26 @@ def print_answer(answer) -> None:
         console.print(f"[dim]可能相关：{escape(r['district'])} · {escape(r['case_title'])}（{r['year']}）[/]")
 
 
+def undecodable_to_fffd(text: str) -> str:
+    """Python keeps bytes of argv and of a terminal that are not UTF-8 as lone surrogates, which
+    no later encode accepts; they become U+FFFD, as bytes read with errors="replace" do."""
+    return text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
+
+
 def read_question(question: str | None) -> str:
+    """The question from the argument, or from stdin when it is '-' or missing."""
     if question not in (None, "-"):
-        return question
-    data = sys.stdin.buffer.read()
-    return data.decode("utf-8", errors="replace")
+        return undecodable_to_fffd(question)
+    return sys.stdin.buffer.read().decode("utf-8", errors="replace")
+
+
+def check_item(item) -> None:
+    """A batch line's JSON is {"id", "question", "history"}; ValueError with a message for the user."""
+    if not isinstance(item, dict) or not isinstance(item.get("question"), str):
+        raise ValueError('应为 {"id": …, "question": "问题"} 形式的 JSON 对象')
+    history = item.get("history") or []
+    if not (isinstance(history, list) and all(isinstance(m, dict) for m in history)):
+        raise ValueError('history 应为 [{"role": …, "content": …}] 形式的列表')
 
 
 @app.command()
@@ -116,25 +136,31 @@ def ask(question: str = typer.Argument(None, help="The question, in Chinese; '-'
     chain = load_chain()
     filters = {"districts": district or None, "years": year or None}
     if batch:
-        stream = sys.stdin if batch == "-" else open(batch, encoding="utf-8")
+        try:
+            stream = sys.stdin.buffer if batch == "-" else open(batch, "rb")
+        except OSError as e:
+            fail(f"无法读取 {batch}：{e.strerror}", 2)
+        # One line's bad input is that line's error, as JSON; the rest of the batch still runs.
         for n, line in enumerate(stream, 1):
             if not line.strip():
                 continue
+            item = None
             try:
-                item = json.loads(line)
+                item = json.loads(line.decode("utf-8", errors="replace"))
+                check_item(item)
                 t = time.perf_counter()
                 answer = chain.invoke({"question": item["question"], "history": item.get("history"), **filters})
                 out = {"id": item.get("id"), **answer.to_dict(),
                        "latency_ms": round((time.perf_counter() - t) * 1000, 1)}
-            except (ValueError, KeyError, TypeError) as e:
-                out = {"id": None, "error": f"第 {n} 行无法回答：{e}"}
+            except ValueError as e:  # bad JSON, check_item's message, or BadQuestion
+                reason = "不是有效的 JSON" if isinstance(e, json.JSONDecodeError) else str(e)
+                out = {"id": item.get("id") if isinstance(item, dict) else None, "error": f"第 {n} 行无法回答：{reason}"}
             sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
         return
     try:
         answer = chain.invoke({"question": read_question(question), **filters})
     except BadQuestion as e:
-        err.print(f"[red]{e}[/]")
-        raise typer.Exit(2)
+        fail(str(e), 2)
     if as_json:
         emit_json(answer.to_dict())
     else:
@@ -151,7 +177,7 @@ def chat():
     console.print("政策案例问答 —— 输入问题，空行或 Ctrl-D 退出。")
     while True:
         try:
-            question = console.input("[bold]问：[/]").strip()
+            question = undecodable_to_fffd(console.input("[bold]问：[/]")).strip()
         except (EOFError, KeyboardInterrupt):
             break
         if not question:
@@ -159,7 +185,7 @@ def chat():
         try:
             answer = chain.invoke({"question": question, "history": history})
         except BadQuestion as e:
-            err.print(f"[red]{e}[/]")
+            err.print(str(e), style="red", markup=False, highlight=False)
             continue
         print_answer(answer)
         history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer.answer}]

@@ -112,8 +112,34 @@ def heading_title(text: str) -> str:
     return lead if len(lead) <= 40 else lead[:40] + "…"
 
 
+MAX_DOCUMENT_BYTES = 5_000_000
+
+
+class CorpusError(ValueError):
+    """A seeds folder that cannot be read safely; the message says which document and why."""
+
+
 def load_manifest(seeds: Path) -> dict:
-    return json.loads((seeds / "manifest.json").read_text(encoding="utf-8"))
+    try:
+        return json.loads((seeds / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CorpusError(f"无法读取 {seeds / 'manifest.json'}：{e}") from e
+
+
+def document_path(seeds: Path, name: str) -> Path:
+    """A document named in the manifest: a plain file name inside seeds/, text, of sane size."""
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        raise CorpusError(f"文档名不合法（只能是 seeds/ 中的文件名，不能含路径）：{name!r}")
+    path = seeds / name
+    if path.is_symlink() or not path.is_file():
+        raise CorpusError(f"找不到文档，或它不是普通文件：{path}")
+    if path.stat().st_size > MAX_DOCUMENT_BYTES:
+        raise CorpusError(f"文档过大（{path.stat().st_size} 字节，上限 {MAX_DOCUMENT_BYTES}）：{path}")
+    try:
+        path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CorpusError(f"文档不是 UTF-8 文本：{path}（{e}）") from e
+    return path
 
 
 def load_cases(seeds: Path) -> list[Case]:
@@ -122,7 +148,9 @@ def load_cases(seeds: Path) -> list[Case]:
                "document": _parse_document}
     cases: list[Case] = []
     for doc in manifest["documents"]:
-        lines = read_lines(seeds / doc["file"])
+        if doc.get("layout") not in parsers:
+            raise CorpusError(f"{doc.get('file')}：未知的版式 {doc.get('layout')!r}，可选 {sorted(parsers)}")
+        lines = read_lines(document_path(seeds, doc["file"]))
         cases += parsers[doc["layout"]](doc, lines)
     return cases
 

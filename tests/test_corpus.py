@@ -124,3 +124,37 @@ def test_artefacts_are_stripped_but_lines_stay_true(cases):
     assert "[bookmark" in lines[c.lines[0] - 1]
     assert "[bookmark" not in case_text(c, REPO_SEEDS)
     assert clean(lines[c.lines[0] - 1]) == c.title
+
+
+def _seeds_with(tmp_path, name, content: bytes):
+    import shutil
+
+    seeds = tmp_path / "seeds"
+    shutil.copytree(REPO_SEEDS, seeds)
+    manifest = json.loads((seeds / "manifest.json").read_text(encoding="utf-8"))
+    manifest["documents"].append({"file": name, "id": "x", "title": "x", "year": 2023, "issuer": None,
+                                  "district": None, "kind": "report", "layout": "document", "title_line": 1})
+    (seeds / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
+    if "/" not in name:
+        (seeds / name).write_bytes(content)
+    return seeds
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("../../etc/passwd", b"", "不能含路径"),
+    ("/etc/passwd", b"", "不能含路径"),
+    ("latin1.txt", "上海".encode("gbk"), "不是 UTF-8"),
+    ("huge.txt", b"a" * 5_000_001, "文档过大"),
+])
+def test_user_documents_are_checked_before_reading(tmp_path, name, content, message):
+    from rag.corpus import CorpusError
+
+    seeds = _seeds_with(tmp_path, name, content)
+    with pytest.raises(CorpusError, match=message):
+        load_cases(seeds)
+
+
+def test_a_user_document_is_read_as_text(tmp_path):
+    seeds = _seeds_with(tmp_path, "extra.txt", "某区新做法\n一、主要做法\n1、推出新服务。".encode())
+    extra = [c for c in load_cases(seeds) if c.source == "extra.txt"]
+    assert extra[0].title == "某区新做法" and extra[0].lines == (1, 3)
