@@ -37,15 +37,9 @@ class Config:
 
     @classmethod
     def from_env(cls, **overrides) -> "Config":
-        values = {}
-        for f in fields(cls):
-            raw = os.environ.get(f"RAG_{f.name.upper()}")
-            if raw is None:
-                continue
-            kind = type(getattr(cls(), f.name)) if f.name != "home" else Path
-            values[f.name] = kind(raw)
+        """Defaults, then RAG_<FIELD> variables (RAG_MODEL, RAG_CHUNK_SIZE, …), then `overrides`."""
+        defaults = cls()
+        values = {f.name: type(getattr(defaults, f.name))(os.environ[f"RAG_{f.name.upper()}"])
+                  for f in fields(cls) if f"RAG_{f.name.upper()}" in os.environ}
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
-
-    def with_(self, **changes) -> "Config":
-        return replace(self, **changes)
+        return replace(defaults, **values)
