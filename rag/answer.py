@@ -180,15 +180,18 @@ class Answerer:
 
     # -- answers --------------------------------------------------------------------------------
     def answer(self, question: str, kind: str | None = None, filters: Filters | None = None,
-               focus: str = "") -> Answer:
+               focus: str = "", exclude: tuple[str, ...] = ()) -> Answer:
+        """`focus` is extra search context (a follow-up's earlier turn); `exclude` drops case ids
+        ("后来有升级版吗？" asks for a case other than the one just shown)."""
         kind = kind or detect_kind(question)
         query = f"{focus} {question}".strip()
         implied = Filters.from_question(question) if self.retriever.steer else Filters()
         wanted = filters if filters is not None else implied
         k = 12 if kind == "list_districts" else 6
-        hits = self.retriever.search(query, k=k, filters=wanted)
+        hits = [h for h in self.retriever.search(query, k=k + len(exclude), filters=wanted)
+                if h.case.id not in exclude][:k]
         # Evidence is judged on the question's own words; a follow-up's context only steers search.
-        terms = self.terms(question) or self.terms(query)
+        terms = (self.terms(query) if exclude else self.terms(question)) or self.terms(query)
 
         reason = self.out_of_scope(question, wanted)
         in_filter = [h for h in hits if self.retriever.matches(h.case, wanted)]
@@ -263,24 +266,27 @@ class Answerer:
         cites = Citations()
         lines = [f"{district_label(top.case)} —— {case_label(top.case)}"]
         wants_effect = bool(re.search(r"成效|效果|成果|取得", question))
-        heads = [] if wants_effect or self.specific(question, top.case) else self.headline_sentences(top)
-        if len(heads) >= 2:
-            # Headline sentences carry their own numbering (1、 / （一）), so none is added.
-            lines += [f"{s.text}{cites.cite(c, s)}" for c, s in heads[:6]]
-        else:
+        aspect = self.aspect(question, top.case)
+        # A question about the whole case gets its headline sentences; one about an aspect
+        # ("在审批上怎么改的") gets the sentences that speak of it, after the headlines or instead.
+        heads = [] if wants_effect or aspect >= 0.4 else self.headline_sentences(top)[:6]
+        lines += [f"{s.text}{cites.cite(c, s)}" for c, s in heads]  # they carry their own 1、/（一）
+        if len(heads) < 2 or aspect >= 0.15:
             in_effects = lambda c, s: 0.5 if any(re.search(r"成效|效果|成果", p) for p in c.section) else 0.0
-            if wants_effect:
-                top = Hit(top.case, top.score, top.dense, top.bm25, self.case_chunks(top.case))
-            picked = self.best_sentences(top, terms, 3, prefer=in_effects if wants_effect else None)
+            # Effects sit in their own section, which the search may not have ranked; aspects follow it.
+            pool = Hit(top.case, top.score, top.dense, top.bm25, self.case_chunks(top.case)) if wants_effect else top
+            shown = {s.text for _, s in heads}
+            picked = [(c, s) for c, s in self.best_sentences(pool, terms, 5, in_effects if wants_effect else None)
+                      if s.text not in shown][:3 if len(heads) < 2 else 2]
             lines += [f"- {s.text}{cites.cite(c, s)}" for c, s in picked]
         return self._answer(question, kind, lines, cites, [top])
 
-    def specific(self, question: str, case: Case) -> bool:
-        """Does the question ask about one aspect ("在审批上怎么改的") rather than the whole case?"""
+    def aspect(self, question: str, case: Case) -> float:
+        """The share of the question's weight in words that are not the case's name or "what did they do"."""
         terms = self.terms(question)
-        known = self.terms(f"{case.title} {case.district or ''} 做法 举措 措施 主要 哪些 具体 工作")
+        known = self.terms(f"{case.title} {case.district or ''} 做法 举措 措施 主要 哪些 具体 工作 怎么 如何 方面")
         rest = sum(w for t, w in terms.items() if t not in known and t not in case.title)
-        return rest >= 0.4 * sum(terms.values()) if terms else False
+        return rest / sum(terms.values()) if terms and sum(terms.values()) else 0.0
 
     def case_chunks(self, case: Case) -> list[Chunk]:
         return [c for c in self.retriever.index.chunks if c.case.id == case.id]

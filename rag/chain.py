@@ -18,6 +18,8 @@ from rag.config import Config
 from rag.corpus import districts_in, place_mentions
 from rag.retrieve import Filters
 
+# "后来有升级版吗？": another case on the same topic, not the one just shown.
+ANOTHER = re.compile(r"后来|升级|类似|别的|其他|另外的|还有.{0,4}(做法|案例)")
 FOLLOW_UP = re.compile(r"^(那么?|还有|另外|它|他们|这个|这些|该|其|此|这)|呢[？?]?$|"
                        r"后来|上面|刚才|前面|这项|这一|该案例|它们|他们|其中|这个做法|那个")
 INVISIBLE = re.compile(r"[\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\x00-\x08\x0b-\x1f\x7f]")
@@ -79,6 +81,13 @@ def resolve(question: str, history: list[dict]) -> tuple[str, str | None, Filter
     return question, kind, Filters(districts), focus
 
 
+def shown_cases(history: list[dict], cases) -> tuple[str, ...]:
+    """Case ids whose titles the last answer's first line names."""
+    replies = [str(m["content"]) for m in history if m.get("role") == "assistant" and m.get("content")]
+    first = replies[-1].split("\n")[0] if replies else ""
+    return tuple(c.id for c in cases if c.title in first)
+
+
 class AnswerChain(Runnable):
     """Question (+ history, + optional filters) → Answer, extractive or through an LLM."""
 
@@ -95,16 +104,19 @@ class AnswerChain(Runnable):
     def OutputType(self):
         return Answer
 
-    def _prepare(self, input) -> tuple[str, str, str | None, Filters | None, str, str]:
+    def _prepare(self, input) -> tuple[str, str, str | None, Filters | None, str, str, tuple[str, ...]]:
         if isinstance(input, str):
             input = {"question": input}
         raw = input.get("question", "")
         question, note = normalise(raw, self.cfg.max_question_chars)
-        resolved, kind, filters, focus = resolve(question, input.get("history") or [])
+        history = input.get("history") or []
+        resolved, kind, filters, focus = resolve(question, history)
+        exclude = shown_cases(history, self.answerer.retriever.index.cases.values()) \
+            if focus and ANOTHER.search(question) else ()
         if input.get("districts") or input.get("years"):
             filters = Filters(tuple(input.get("districts") or ()), tuple(int(y) for y in input.get("years") or ()),
                               collection_years=True)
-        return raw, note, kind, filters, focus, resolved
+        return raw, note, kind, filters, focus, resolved, exclude
 
     def invoke(self, input, config: RunnableConfig | None = None, **kwargs) -> Answer:
         answer = None
@@ -113,10 +125,10 @@ class AnswerChain(Runnable):
         return answer
 
     def stream(self, input, config: RunnableConfig | None = None, **kwargs) -> Iterator[str | Answer]:
-        raw, note, kind, filters, focus, question = self._prepare(input)
+        raw, note, kind, filters, focus, question, exclude = self._prepare(input)
         if note:
             yield f"（{note}）\n"
-        grounded = self.answerer.answer(question, kind=kind, filters=filters, focus=focus)
+        grounded = self.answerer.answer(question, kind=kind, filters=filters, focus=focus, exclude=exclude)
         if self.llm is not None and grounded.answerable:
             from rag.llm import generate
 
