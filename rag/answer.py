@@ -147,12 +147,15 @@ class Answerer:
             return 0.0
         return sum(w for t, w in terms.items() if t in text.lower()) / total
 
-    def best_sentences(self, hit: Hit, terms: dict[str, float], n: int = 2,
-                       prefer=None) -> list[tuple[Chunk, Sentence]]:
+    def best_sentences(self, hit: Hit, terms: dict[str, float], n: int = 2, prefer=None,
+                       depth: int | None = 6) -> list[tuple[Chunk, Sentence]]:
+        """The n sentences of the hit's best `depth` chunks (all with None) that cover the most
+        question terms, in document order. Title lines are not evidence."""
+        title = re.sub(r"\s+", "", hit.case.title)
         scored = []
-        for rank, chunk in enumerate(hit.chunks[:6]):
+        for rank, chunk in enumerate(hit.chunks[:depth]):
             for i, s in enumerate(chunk.sentences):
-                if len(s.text) < 8 or s.text in hit.case.title:
+                if len(s.text) < 8 or re.sub(r"\s+", "", s.text) in title:
                     continue
                 score = self.coverage(terms, s.text) - 0.02 * rank - 0.001 * i
                 if prefer:
@@ -190,12 +193,14 @@ class Answerer:
         k = 12 if kind == "list_districts" else 6
         hits = [h for h in self.retriever.search(query, k=k + len(exclude), filters=wanted)
                 if h.case.id not in exclude][:k]
-        # Evidence is judged on the question's own words; a follow-up's context only steers search.
-        terms = (self.terms(query) if exclude else self.terms(question)) or self.terms(query)
+        # A follow-up's case is the one its context names, so support is judged on the whole
+        # query; the sentences shown answer the follow-up's own words ("压缩到几天").
+        context_terms = self.terms(query)
+        terms = (context_terms if exclude else self.terms(question)) or context_terms
 
         reason = self.out_of_scope(question, wanted)
         in_filter = [h for h in hits if self.retriever.matches(h.case, wanted)]
-        good = [h for h in in_filter if self.supported(h, terms, kind)]
+        good = [h for h in in_filter if self.supported(h, context_terms, kind)]
         if reason or not good:
             return self.not_found(question, kind, hits, reason)
         compose = {"which_district": self.which_district, "list_districts": self.list_districts,
@@ -272,11 +277,12 @@ class Answerer:
         heads = [] if wants_effect or aspect >= 0.4 else self.headline_sentences(top)[:6]
         lines += [f"{s.text}{cites.cite(c, s)}" for c, s in heads]  # they carry their own 1、/（一）
         if len(heads) < 2 or aspect >= 0.15:
-            in_effects = lambda c, s: 0.5 if any(re.search(r"成效|效果|成果", p) for p in c.section) else 0.0
-            # Effects sit in their own section, which the search may not have ranked; aspects follow it.
-            pool = Hit(top.case, top.score, top.dense, top.bm25, self.case_chunks(top.case)) if wants_effect else top
+            # Effects sit in their own section (三、工作成效), which the search may not have ranked.
+            effects = [c for c in self.case_chunks(top.case) if any(re.search(r"成效|效果|成果", p) for p in c.section)]
+            pool = Hit(top.case, top.score, top.dense, top.bm25, effects or self.case_chunks(top.case)) \
+                if wants_effect else top
             shown = {s.text for _, s in heads}
-            picked = [(c, s) for c, s in self.best_sentences(pool, terms, 5, in_effects if wants_effect else None)
+            picked = [(c, s) for c, s in self.best_sentences(pool, terms, 5, depth=None if wants_effect else 6)
                       if s.text not in shown][:3 if len(heads) < 2 else 2]
             lines += [f"- {s.text}{cites.cite(c, s)}" for c, s in picked]
         return self._answer(question, kind, lines, cites, [top])

@@ -22,7 +22,8 @@ from rag.retrieve import Filters
 ANOTHER = re.compile(r"后来|升级|类似|别的|其他|另外的|还有.{0,4}(做法|案例)")
 FOLLOW_UP = re.compile(r"^(那么?|还有|另外|它|他们|这个|这些|该|其|此|这)|呢[？?]?$|"
                        r"后来|上面|刚才|前面|这项|这一|该案例|它们|他们|其中|这个做法|那个")
-INVISIBLE = re.compile(r"[\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\x00-\x08\x0b-\x1f\x7f]")
+# Lone surrogates too: Python's stand-ins for undecodable bytes, which nothing can encode.
+INVISIBLE = re.compile(r"[\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
 
 
 class BadQuestion(ValueError):
@@ -110,12 +111,17 @@ class AnswerChain(Runnable):
         raw = input.get("question", "")
         question, note = normalise(raw, self.cfg.max_question_chars)
         history = input.get("history") or []
+        if not isinstance(history, list) or not all(isinstance(m, dict) for m in history):
+            raise BadQuestion('history 应为 [{"role": "user"|"assistant", "content": "…"}] 形式的列表')
         resolved, kind, filters, focus = resolve(question, history)
         exclude = shown_cases(history, self.answerer.retriever.index.cases.values()) \
             if focus and ANOTHER.search(question) else ()
         if input.get("districts") or input.get("years"):
-            filters = Filters(tuple(input.get("districts") or ()), tuple(int(y) for y in input.get("years") or ()),
-                              collection_years=True)
+            try:
+                years = tuple(int(y) for y in input.get("years") or ())
+            except (TypeError, ValueError):
+                raise BadQuestion(f"years 应为年份列表，如 [2021, 2022]：{input.get('years')!r}") from None
+            filters = Filters(tuple(input.get("districts") or ()), years, collection_years=True)
         return raw, note, kind, filters, focus, resolved, exclude
 
     def invoke(self, input, config: RunnableConfig | None = None, **kwargs) -> Answer:

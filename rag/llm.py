@@ -32,7 +32,7 @@ def chat_model(cfg: Config):
 
 def _fence(text: str) -> str:
     # Content can't close our tags, so injected text stays inside its own delimiter.
-    return text.replace("<", "＜").replace(">", "＞")
+    return text.replace("<", "＜").replace(">", "＞").replace('"', "＂")
 
 
 def prompt(question: str, sources: list[Citation]) -> list[tuple[str, str]]:
@@ -87,6 +87,8 @@ def generate(llm, question: str, grounded: Answer, answerer=None) -> Iterator[st
     districts = list(dict.fromkeys(c.district for c in cited if c.district))
     name = getattr(llm, "model_name", None) or type(llm).__name__
     if not answerable:
-        return Answer(question, text or f"{NOT_FOUND}相关内容。", False, [], [], grounded.kind,
+        # A reply that cites no source is not shown: a guess, or an instruction that text in the
+        # question or a source talked the model into following.
+        return Answer(question, f"{NOT_FOUND}相关内容。", False, [], [], grounded.kind,
                       grounded.related, f"llm:{name}")
     return Answer(question, text, True, districts, cited, grounded.kind, [], f"llm:{name}")

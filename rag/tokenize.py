@@ -13,7 +13,8 @@ from rag.corpus import DISTRICTS, GAZETTEER
 QUOTED = re.compile(r"[“\"]([^”\"“]{2,10})[”\"]")
 WORD = re.compile(r"[\w]", re.UNICODE)
 STOPWORDS = set("的 了 在 是 和 与 及 等 对 为 将 把 被 从 以 也 都 就 而 或 并 其 该 这 那 有 个 中 上 下 "
-                "哪个 哪些 什么 怎么 如何 吗 呢 啊 请问 一下 里 做 搞 过".split())
+                "哪个 哪些 什么 怎么 如何 吗 呢 啊 请问 一下 里 做 搞 过 它 它们 他们 这个 那个 这些 那些 "
+                "啥 咋 呀 吧".split())
 jieba.setLogLevel(60)  # jieba prints its dictionary loading to stderr otherwise
 
 

@@ -106,6 +106,29 @@ def settings_html(chain: AnswerChain, cfg: Config) -> str:
     return f'<table class="settings">{body}</table>'
 
 
+def refusal(message: str, log: bool = False) -> gr.Error:
+    """An error for the person asking. The page renders its message as HTML, hence the escape. A
+    refused question is no fault of the server and leaves no traceback in its log; an unusable
+    index is, and does."""
+    return gr.Error(escape(message, quote=False), print_exception=log)
+
+
+def api_input_error(question, history, districts, years) -> str:
+    """What is wrong with the shape of an `ask` request ("" if nothing); the chain checks the text."""
+    def list_of(value, ok) -> bool:
+        return value is None or isinstance(value, list) and all(ok(v) for v in value)
+
+    if not (question is None or isinstance(question, str)):
+        return "question 应为文字。"
+    if not list_of(history, lambda m: isinstance(m, dict)):
+        return 'history 应为 [{"role": …, "content": …}] 形式的列表。'
+    if not list_of(districts, lambda d: isinstance(d, str)):
+        return 'districts 应为区名的列表，例如 ["宝山区"]。'
+    if not list_of(years, lambda y: isinstance(y, int) and not isinstance(y, bool)):
+        return "years 应为年份（整数）的列表，例如 [2021]。"
+    return ""
+
+
 # -- the app ---------------------------------------------------------------------------------
 def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
     guard_embedder(chain)
@@ -122,7 +145,7 @@ def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
             # The chain's own check, made before the question enters the transcript.
             normalise(question, cfg.max_question_chars)
         except BadQuestion as e:
-            raise gr.Error(str(e)) from None
+            raise refusal(str(e)) from None
         shown = messages + [{"role": "user", "content": render.user(question)},
                             {"role": "assistant", "content": render.partial("")}]
         yield "", shown, history
@@ -138,15 +161,19 @@ def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
                     shown[-1] = {"role": "assistant", "content": render.partial(text)}
                 yield "", shown, history
         except (BadQuestion, IndexError_) as e:
-            raise gr.Error(str(e)) from None
+            raise refusal(str(e), log=isinstance(e, IndexError_)) from None
 
     def ask(question: str, history: list[dict] | None = None, districts: list[str] | None = None,
             years: list[int] | None = None) -> dict:
         """Answer one question: the same JSON as `rag ask --json` (answer, citations, related …)."""
+        # Programs may send anything: wrong shapes get a message, not a failure inside the chain.
+        wrong = api_input_error(question, history, districts, years)
+        if wrong:
+            raise refusal(wrong)
         try:
             return chain.invoke(chain_input(question, history, districts, years)).to_dict()
         except (BadQuestion, IndexError_) as e:
-            raise gr.Error(str(e)) from None
+            raise refusal(str(e), log=isinstance(e, IndexError_)) from None
 
     with ChatBlocks(title="政策案例问答", analytics_enabled=False) as demo:
         gr.HTML(f'<div class="app-header"><h1>政策案例问答</h1><span class="scope">{scope_line(cases)}</span></div>'
