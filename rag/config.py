@@ -30,6 +30,11 @@ class Config:
     llm_model: str = ""
     llm_api_key: str = ""
     max_question_chars: int = 2000
+    # FAISS index type: "auto" picks by measured size (rag.index.faiss_index_type), or flat / hnsw / ivf.
+    faiss: str = "auto"
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 7860
+    auth: str = ""  # "user:pass" turns on the chat's login
 
     @property
     def index_dir(self) -> Path:

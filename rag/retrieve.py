@@ -17,6 +17,9 @@ from rag.index import Index
 
 YEAR = re.compile(r"(20\d\d)\s*(?:年度?|年)?")
 MODES = ("hybrid", "bm25", "dense")
+# Past FULL_RANK_MAX chunks only each list's best CANDIDATES are ranked: sorting a million scores
+# costs 40–270 ms on 2 cores (bench/SCALING.md), and group() reads only the top GROUPED.
+CANDIDATES, FULL_RANK_MAX, GROUPED = 1000, 20_000, 400
 TRAVEL = re.compile(r"(?:跑|去|赶|赴)(?:到|去|往)?[\u4e00-\u9fff]{2,4}?(?=[，。？?、,！]|$|办|送|跑)")
 
 
@@ -77,7 +80,7 @@ class Retriever:
     def dense_scores(self, question: str) -> np.ndarray:
         q = self.embedder.embed_queries([question]).astype(np.float32)
         n = len(self.index.chunks)
-        pool = n if n <= 20_000 else 1000
+        pool = n if n <= FULL_RANK_MAX else CANDIDATES
         sims, ids = self.index.vectors.search(q, pool)
         scores = np.full(n, -1.0, dtype=np.float32)
         keep = ids[0] >= 0
@@ -106,9 +109,8 @@ class Retriever:
         return _rrf(bm25, self.cfg.rrf_k) + _rrf(dense, self.cfg.rrf_k)
 
     def group(self, fused, bm25, dense, filters: Filters) -> list[Hit]:
-        order = np.argsort(-fused, kind="stable")
         hits: dict[str, Hit] = {}
-        for i in order[:400]:
+        for i in _top(fused, GROUPED):
             chunk = self.index.chunks[i]
             hit = hits.get(chunk.case.id)
             if hit is None:
@@ -123,11 +125,20 @@ class Retriever:
         return sorted(hits.values(), key=lambda h: (not self.matches(h.case, filters), -h.score))
 
 
+def _top(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k highest scores, best first, ties by index (as a stable argsort)."""
+    if len(scores) <= k:
+        return np.argsort(-scores, kind="stable")
+    top = np.argpartition(-scores, k - 1)[:k]
+    return top[np.lexsort((top, -scores[top]))]
+
+
 def _rrf(scores: np.ndarray, k: int) -> np.ndarray:
-    ranks = np.empty(len(scores), dtype=np.float32)
-    ranks[np.argsort(-scores, kind="stable")] = np.arange(1, len(scores) + 1)
+    order = _top(scores, len(scores) if len(scores) <= FULL_RANK_MAX else CANDIDATES)
+    out = np.zeros(len(scores), dtype=np.float32)
     # A chunk BM25 did not match at all (score 0) gets no vote, not an arbitrary rank.
-    return np.where(scores > 0, 1.0 / (k + ranks), 0.0).astype(np.float32)
+    out[order] = np.where(scores[order] > 0, 1.0 / (k + np.arange(1, len(order) + 1)), 0.0)
+    return out
 
 
 def _minmax(x: np.ndarray) -> np.ndarray:

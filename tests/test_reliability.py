@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -186,22 +185,6 @@ def test_cli_missing_batch_file_is_a_usage_error(cfg, index, tmp_path):
 
 
 # -- the chat's `ask` endpoint ------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(chain, cfg):
-    from ui.app import build_app
-
-    demo = build_app(chain, cfg)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port())
-    yield url
-    demo.close()
-
-
 @pytest.fixture(scope="module")
 def client(server):
     from gradio_client import Client

@@ -4,13 +4,14 @@ injected text can do in LLM mode."""
 from __future__ import annotations
 
 import re
-import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
+from conftest import chat_server
 
 ROOT = Path(__file__).resolve().parents[1]
 WARNING = "未设登录"
@@ -79,21 +80,10 @@ def test_malformed_auth_is_refused(auth, launched):
 
 
 # -- with a login -----------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def locked(chain, cfg):
-    from ui.app import build_app
-
-    demo = build_app(chain, cfg)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
-                            auth=("user", "pass"))
-    yield url
-    demo.close()
+    with chat_server(chain, cfg, auth=("user", "pass")) as url:
+        yield url
 
 
 def fetch(url: str, data: bytes | None = None, headers: dict | None = None) -> tuple[int, str]:

@@ -7,7 +7,6 @@ and the test fails if there was any. Screenshots of each step go to test-artifac
 from __future__ import annotations
 
 import json
-import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,22 +21,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"
 SHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
 XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
 FINISHED = ".answer.found, .answer.not-found"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(chain, cfg):
-    from ui.app import build_app
-
-    demo = build_app(chain, cfg)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port())
-    yield url
-    demo.close()
 
 
 @pytest.fixture(scope="module")

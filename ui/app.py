@@ -227,16 +227,16 @@ def serve(host: str | None = None, port: int | None = None, share: bool = False,
     """Load the chain once (building the index first if missing) and serve the chat."""
     from rag.chain import build
 
-    host = host or os.environ.get("RAG_SERVE_HOST") or "127.0.0.1"
-    port = port or int(os.environ.get("RAG_SERVE_PORT") or 7860)
-    credentials = parse_auth(auth or os.environ.get("RAG_AUTH"))
+    cfg = Config.from_env()
+    host = host or cfg.serve_host
+    port = port or cfg.serve_port
+    credentials = parse_auth(auth or cfg.auth)
     if (share or not is_loopback(host)) and not credentials:
         where = "公开分享链接" if share else host
         print(f"警告：聊天在 {where} 上开放且未设登录（--auth user:pass 或 RAG_AUTH），能连到它的人都能使用。",
               file=sys.stderr)
     # Gradio reports usage to its servers unless told not to; the chat must not need the internet.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    cfg = Config.from_env()
     print("正在加载索引和向量模型…", file=sys.stderr)
     try:
         chain = build(cfg, progress=True)
