@@ -18,21 +18,27 @@ def test_stream_yields_text_then_the_answer(chain):
     assert chain.invoke({"question": "哪个区推出了“一楼一事办”？"}).to_dict() == answer.to_dict()
 
 
+def after(chain, question: str) -> list[dict]:
+    """A chat history holding one turn: the question and the chain's real answer."""
+    return [{"role": "user", "content": question},
+            {"role": "assistant", "content": chain.invoke({"question": question}).answer}]
+
+
 def test_follow_up_swaps_the_district(chain):
-    first = chain.invoke({"question": "静安区在办税方面有什么做法？"})
-    history = [{"role": "user", "content": "静安区在办税方面有什么做法？"},
-               {"role": "assistant", "content": first.answer}]
-    a = chain.invoke({"question": "那普陀区呢？", "history": history})
+    a = chain.invoke({"question": "那普陀区呢？", "history": after(chain, "静安区在办税方面有什么做法？")})
     assert a.answerable and a.districts[0] == "普陀区"
     assert a.citations[0].case_id == "2021-09"
 
 
 def test_follow_up_about_the_same_case(chain):
-    first = chain.invoke({"question": "哪个区推出了“一楼一事办”？"})
-    history = [{"role": "user", "content": "哪个区推出了“一楼一事办”？"},
-               {"role": "assistant", "content": first.answer}]
-    a = chain.invoke({"question": "它取得了什么成效？", "history": history})
+    a = chain.invoke({"question": "它取得了什么成效？", "history": after(chain, "哪个区推出了“一楼一事办”？")})
     assert a.answerable and a.districts[0] == "虹口区"
+    assert any("三、取得成效" in c.section for c in a.citations)
+
+
+def test_follow_up_for_a_later_case(chain):
+    a = chain.invoke({"question": "后来有升级版吗？", "history": after(chain, "宝山区的代办专员制度是怎么做的？")})
+    assert a.answerable and a.citations[0].case_id == "2022-e10"
 
 
 @pytest.mark.parametrize("question", ["", "   \n\t", "\u200b\u200b", "\x00\x01"])
