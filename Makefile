@@ -15,11 +15,11 @@ setup: $(STAMP)
 
 # torch first and pinned: it resolves to the machine's local CPU build; left to the resolver,
 # pip would fetch the CUDA wheels (gigabytes).
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || python3 -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -c requirements.lock -e '.[test]'
 	touch $(STAMP)
 
 # The browser tests drive Debian's Chromium through playwright; `playwright install` cannot work offline.
