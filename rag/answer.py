@@ -127,6 +127,9 @@ class Answerer:
         bm25, n = retriever.index.bm25, len(retriever.index.chunks)
         df = np.diff(bm25.scores["indptr"])
         self.idf = {t: math.log(1 + n / (1 + df[i])) for t, i in bm25.vocab_dict.items() if i < len(df)}
+        self.by_case: dict[str, list[Chunk]] = {}
+        for chunk in retriever.index.chunks:
+            self.by_case.setdefault(chunk.case.id, []).append(chunk)
 
     # -- evidence -----------------------------------------------------------------------------
     def terms(self, question: str) -> dict[str, float]:
@@ -196,7 +199,7 @@ class Answerer:
         # A follow-up's case is the one its context names, so support is judged on the whole
         # query; the sentences shown answer the follow-up's own words ("压缩到几天").
         context_terms = self.terms(query)
-        terms = (context_terms if exclude else self.terms(question)) or context_terms
+        terms = (self.terms(question) if focus and not exclude else context_terms) or context_terms
 
         reason = self.out_of_scope(question, wanted)
         in_filter = [h for h in hits if self.retriever.matches(h.case, wanted)]
@@ -245,10 +248,8 @@ class Answerer:
     def list_districts(self, question, kind, hits, terms, filters) -> Answer:
         # Recall first (12 candidates), then keep the cases where one sentence carries the
         # practice: a passing mention in a long case does not make it a match.
-        cover = {}
-        for h in hits:
-            best = self.best_sentences(h, terms, 1)
-            cover[h.case.id] = self.coverage(terms, best[0][1].text) if best else 0.0
+        best = {h.case.id: self.best_sentences(h, terms, 1) for h in hits}
+        cover = {i: self.coverage(terms, b[0][1].text) if b else 0.0 for i, b in best.items()}
         # Long, descriptive questions rarely fit one sentence, so the bar is relative to the best.
         bar = self.list_sentence_coverage * max(cover.values())
         hits = [h for h in hits if cover[h.case.id] >= bar and cover[h.case.id] > 0] or hits[:1]
@@ -260,7 +261,7 @@ class Answerer:
         for district, group in by_district.items():
             parts = []
             for h in group:
-                c, s = self.best_sentences(h, terms, 1)[0]
+                c, s = best[h.case.id][0]
                 parts.append(f"{case_label(h.case)}：{s.text}{cites.cite(c, s)}")
                 kept.append(h)
             lines.append(f"- **{district}**：" + "；".join(parts))
@@ -295,7 +296,7 @@ class Answerer:
         return rest / sum(terms.values()) if terms and sum(terms.values()) else 0.0
 
     def case_chunks(self, case: Case) -> list[Chunk]:
-        return [c for c in self.retriever.index.chunks if c.case.id == case.id]
+        return self.by_case[case.id]
 
     def headline_sentences(self, hit: Hit) -> list[tuple[Chunk, Sentence]]:
         """The lead sentences of 主要做法's numbered items, in document order."""
