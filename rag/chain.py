@@ -56,15 +56,24 @@ def is_follow_up(question: str) -> bool:
     return bool(FOLLOW_UP.search(question)) or (len(question) <= 14 and not standalone)
 
 
+def turns(history: list[dict], role: str) -> list[str]:
+    return [str(m["content"]) for m in history if m.get("role") == role and m.get("content")]
+
+
+def last_answer_line(history: list[dict]) -> str:
+    """The first line of the last answer: it names the district and the case."""
+    replies = turns(history, "assistant")
+    return replies[-1].split("\n")[0] if replies else ""
+
+
 def resolve(question: str, history: list[dict]) -> tuple[str, str | None, Filters | None, str]:
     """A follow-up ("那徐汇区呢？", "它的成效呢？") read against the previous turn:
     (question to answer, kind, filters, extra search context)."""
-    users = [m["content"] for m in history if m.get("role") == "user" and m.get("content")]
-    replies = [m["content"] for m in history if m.get("role") == "assistant" and m.get("content")]
+    users = turns(history, "user")
     if not users or not is_follow_up(question):
         return question, None, None, ""
     # The topic comes from the last question that stood on its own, not from another follow-up.
-    previous = next((str(u) for u in reversed(users) if not is_follow_up(str(u))), str(users[-1]))
+    previous = next((u for u in reversed(users) if not is_follow_up(u)), users[-1])
     named = districts_in(question)
     own_kind = detect_kind(question) if re.search(r"成效|效果|多少|几|哪一?年|做法|举措|哪些区", question) else None
     if named:
@@ -75,7 +84,7 @@ def resolve(question: str, history: list[dict]) -> tuple[str, str | None, Filter
         rewritten = "".join(named) + rewritten
         return rewritten, own_kind or detect_kind(previous), Filters(tuple(named)), ""
     # "它的成效呢？": the same case as the previous answer, whose first line names it.
-    last_answer = str(replies[-1]).split("\n")[0] if replies else ""
+    last_answer = last_answer_line(history)
     focus = f"{previous} {last_answer}"
     districts = tuple(districts_in(last_answer)[:1]) or tuple(districts_in(previous))
     kind = own_kind or ("what_measure" if re.search(r"成效|效果", question) else detect_kind(previous))
@@ -84,9 +93,26 @@ def resolve(question: str, history: list[dict]) -> tuple[str, str | None, Filter
 
 def shown_cases(history: list[dict], cases) -> tuple[str, ...]:
     """Case ids whose titles the last answer's first line names."""
-    replies = [str(m["content"]) for m in history if m.get("role") == "assistant" and m.get("content")]
-    first = replies[-1].split("\n")[0] if replies else ""
+    first = last_answer_line(history)
     return tuple(c.id for c in cases if c.title in first)
+
+
+def check_input(input) -> None:
+    """The request's shape, whoever sends it (CLI batch line, chat API, Python): BadQuestion says
+    what is wrong, before anything reaches the search."""
+    def list_of(value, ok) -> bool:
+        return value is None or isinstance(value, list) and all(ok(v) for v in value)
+
+    if not isinstance(input, dict):
+        raise BadQuestion('应为 {"question": "问题", "history": [...]} 形式的对象')
+    if not (input.get("question") is None or isinstance(input["question"], str)):
+        raise BadQuestion("question 应为文字。")
+    if not list_of(input.get("history"), lambda m: isinstance(m, dict)):
+        raise BadQuestion('history 应为 [{"role": "user"|"assistant", "content": "…"}] 形式的列表。')
+    if not list_of(input.get("districts"), lambda d: isinstance(d, str)):
+        raise BadQuestion('districts 应为区名的列表，例如 ["宝山区"]。')
+    if not list_of(input.get("years"), lambda y: isinstance(y, int) and not isinstance(y, bool)):
+        raise BadQuestion("years 应为年份（整数）的列表，例如 [2021]。")
 
 
 class AnswerChain(Runnable):
@@ -108,20 +134,16 @@ class AnswerChain(Runnable):
     def _prepare(self, input) -> tuple[str, str, str | None, Filters | None, str, str, tuple[str, ...]]:
         if isinstance(input, str):
             input = {"question": input}
-        raw = input.get("question", "")
+        check_input(input)
+        raw = input.get("question") or ""
         question, note = normalise(raw, self.cfg.max_question_chars)
         history = input.get("history") or []
-        if not isinstance(history, list) or not all(isinstance(m, dict) for m in history):
-            raise BadQuestion('history 应为 [{"role": "user"|"assistant", "content": "…"}] 形式的列表')
         resolved, kind, filters, focus = resolve(question, history)
         exclude = shown_cases(history, self.answerer.retriever.index.cases.values()) \
             if focus and ANOTHER.search(question) else ()
         if input.get("districts") or input.get("years"):
-            try:
-                years = tuple(int(y) for y in input.get("years") or ())
-            except (TypeError, ValueError):
-                raise BadQuestion(f"years 应为年份列表，如 [2021, 2022]：{input.get('years')!r}") from None
-            filters = Filters(tuple(input.get("districts") or ()), years, collection_years=True)
+            filters = Filters(tuple(input.get("districts") or ()), tuple(input.get("years") or ()),
+                              collection_years=True)
         return raw, note, kind, filters, focus, resolved, exclude
 
     def invoke(self, input, config: RunnableConfig | None = None, **kwargs) -> Answer:

@@ -113,15 +113,6 @@ def read_question(question: str | None) -> str:
     return sys.stdin.buffer.read().decode("utf-8", errors="replace")
 
 
-def check_item(item) -> None:
-    """A batch line's JSON is {"id", "question", "history"}; ValueError with a message for the user."""
-    if not isinstance(item, dict) or not isinstance(item.get("question"), str):
-        raise ValueError('应为 {"id": …, "question": "问题"} 形式的 JSON 对象')
-    history = item.get("history") or []
-    if not (isinstance(history, list) and all(isinstance(m, dict) for m in history)):
-        raise ValueError('history 应为 [{"role": …, "content": …}] 形式的列表')
-
-
 @app.command()
 def ask(question: str = typer.Argument(None, help="The question, in Chinese; '-' or nothing reads stdin."),
         as_json: bool = typer.Option(False, "--json", help="Print the Answer as JSON."),
@@ -147,12 +138,13 @@ def ask(question: str = typer.Argument(None, help="The question, in Chinese; '-'
             item = None
             try:
                 item = json.loads(line.decode("utf-8", errors="replace"))
-                check_item(item)
+                if not isinstance(item, dict) or not isinstance(item.get("question"), str):
+                    raise BadQuestion('应为 {"id": …, "question": "问题"} 形式的 JSON 对象')
                 t = time.perf_counter()
                 answer = chain.invoke({"question": item["question"], "history": item.get("history"), **filters})
                 out = {"id": item.get("id"), **answer.to_dict(),
                        "latency_ms": round((time.perf_counter() - t) * 1000, 1)}
-            except ValueError as e:  # bad JSON, check_item's message, or BadQuestion
+            except ValueError as e:  # bad JSON, or BadQuestion (the chain checks the shape)
                 reason = "不是有效的 JSON" if isinstance(e, json.JSONDecodeError) else str(e)
                 out = {"id": item.get("id") if isinstance(item, dict) else None, "error": f"第 {n} 行无法回答：{reason}"}
             sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")

@@ -113,22 +113,6 @@ def refusal(message: str, log: bool = False) -> gr.Error:
     return gr.Error(escape(message, quote=False), print_exception=log)
 
 
-def api_input_error(question, history, districts, years) -> str:
-    """What is wrong with the shape of an `ask` request ("" if nothing); the chain checks the text."""
-    def list_of(value, ok) -> bool:
-        return value is None or isinstance(value, list) and all(ok(v) for v in value)
-
-    if not (question is None or isinstance(question, str)):
-        return "question 应为文字。"
-    if not list_of(history, lambda m: isinstance(m, dict)):
-        return 'history 应为 [{"role": …, "content": …}] 形式的列表。'
-    if not list_of(districts, lambda d: isinstance(d, str)):
-        return 'districts 应为区名的列表，例如 ["宝山区"]。'
-    if not list_of(years, lambda y: isinstance(y, int) and not isinstance(y, bool)):
-        return "years 应为年份（整数）的列表，例如 [2021]。"
-    return ""
-
-
 # -- the app ---------------------------------------------------------------------------------
 def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
     guard_embedder(chain)
@@ -136,8 +120,9 @@ def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
     render = Renderer(cases, cfg.seeds)
 
     def chain_input(question, history, districts, years) -> dict:
-        return {"question": question, "history": history or [],
-                "districts": list(districts or []) or None, "years": [int(y) for y in years or []] or None}
+        # Passed as they came: the chain checks their shape and says what is wrong.
+        return {"question": question, "history": history or [], "districts": districts or None,
+                "years": years or None}
 
     def respond(question: str, messages: list, history: list, districts, years) -> Iterator[tuple]:
         """Streams one turn into the chat; `history` keeps the plain text the chain reads."""
@@ -166,10 +151,6 @@ def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
     def ask(question: str, history: list[dict] | None = None, districts: list[str] | None = None,
             years: list[int] | None = None) -> dict:
         """Answer one question: the same JSON as `rag ask --json` (answer, citations, related …)."""
-        # Programs may send anything: wrong shapes get a message, not a failure inside the chain.
-        wrong = api_input_error(question, history, districts, years)
-        if wrong:
-            raise refusal(wrong)
         try:
             return chain.invoke(chain_input(question, history, districts, years)).to_dict()
         except (BadQuestion, IndexError_) as e:
