@@ -67,9 +67,9 @@ def cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def percentiles(ms: list[float]) -> dict:
+def percentiles(ms: list[float], digits: int = 1) -> dict:
     p50, p95, p99 = np.percentile(ms, [50, 95, 99])
-    return {"p50": round(float(p50), 1), "p95": round(float(p95), 1), "p99": round(float(p99), 1)}
+    return {"p50": round(float(p50), digits), "p95": round(float(p95), digits), "p99": round(float(p99), digits)}
 
 
 def timed(fn, items) -> dict:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eval.bench import percentiles
 from rag.config import REPO_SEEDS
 from rag.index import HNSW_M, ivf_lists
 
@@ -122,7 +123,7 @@ def _timed(fn, items) -> tuple[list, dict]:
             t = time.perf_counter()
             out.append(fn(item))
             ms.append((time.perf_counter() - t) * 1000)
-    return out, _percentiles(ms)
+    return out, percentiles(ms, digits=2)  # sub-millisecond searches need the second digit
 
 
 @contextmanager
@@ -137,11 +138,6 @@ def _one_thread():
         yield
     finally:
         faiss.omp_set_num_threads(before)
-
-
-def _percentiles(ms: list[float]) -> dict:
-    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
-    return {"p50": round(float(p50), 2), "p95": round(float(p95), 2), "p99": round(float(p99), 2)}
 
 
 def _recall(found: np.ndarray, exact: np.ndarray) -> float:
