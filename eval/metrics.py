@@ -14,17 +14,23 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 TYPE_ORDER = ("which_district", "list_districts", "what_measure", "fact_number", "comparison",
-              "follow_up", "unanswerable")
+              "follow_up", "wrong_premise", "unanswerable")
+VARIANT_ORDER = ("plain", "verbose", "colloquial", "traditional", "english", "terse")
 # Ranked cases kept per question; mrr is computed over these.
 DEPTH = 10
 RETRIEVAL = ("hit_rate@1", "hit_rate@5", "mrr", "ndcg@5")
 # Types whose answer names one district first; list and comparison answers name several.
-ONE_DISTRICT = ("which_district", "follow_up", "fact_number", "what_measure")
+ONE_DISTRICT = ("which_district", "follow_up", "fact_number", "what_measure", "wrong_premise")
 # The columns of the summary table, in order.
-SUMMARY = (*RETRIEVAL, "district_accuracy", "list_f1", "keyword_recall", "citation_precision",
-           "abstention_rate", "false_abstention_rate", "latency_p50_ms", "latency_p95_ms")
-MEANS = (*RETRIEVAL, "district_accuracy", "list_precision", "list_recall", "list_f1",
-         "keyword_recall", "citation_precision")
+SUMMARY = (*RETRIEVAL, "cite@1", "district_accuracy", "list_f1", "keyword_recall", "citation_precision",
+           "abstention_rate", "false_abstention_rate", "near_miss_abstention", "premise_corrected",
+           "dialogue_accuracy", "deep_keyword_recall", "paraphrase_consistency",
+           "latency_p50_ms", "latency_p95_ms")
+MEANS = (*RETRIEVAL, "cite@1", "district_accuracy", "list_precision", "list_recall", "list_f1",
+         "keyword_recall", "citation_precision", "premise_corrected", "dialogue_accuracy")
+# The figures compared between dev and test (the generalisation gap).
+HEADLINE = ("hit_rate@1", "cite@1", "district_accuracy", "list_f1", "keyword_recall",
+            "abstention_rate", "false_abstention_rate")
 
 
 @dataclass
@@ -94,7 +100,9 @@ def score(item: dict, r: Response) -> dict:
     """One question's row: the item, what came back, and every metric that applies to its type."""
     kind, gold_cases, gold_districts = item["type"], item["gold_case_ids"], item["gold_districts"]
     answerable = kind != "unanswerable"
-    row = {"id": item["id"], "type": kind, "question": item["question"],
+    row = {"id": item["id"], "type": kind, "question": item["question"], "split": item.get("split"),
+           "group": item.get("group") or item["id"], "variant": item.get("variant") or "plain",
+           "tags": item.get("tags") or [],
            "gold_case_ids": gold_cases, "gold_districts": gold_districts,
            "answerable": r.answerable, "districts": r.districts, "cited_case_ids": r.cited_case_ids,
            "ranked_case_ids": r.ranked_case_ids, "answer": r.answer, "latency_ms": round(r.latency_ms, 1),
@@ -107,8 +115,18 @@ def score(item: dict, r: Response) -> dict:
         m["ndcg@5"] = ndcg(r.ranked_case_ids, gold_cases, 5)
         m["keyword_recall"] = keyword_recall(r.answer, item.get("answer_keywords") or [])
         m["citation_precision"] = citation_precision(r.cited_case_ids, gold_cases)
+        # What a reader sees first: the case of the first citation.
+        m["cite@1"] = float(bool(r.cited_case_ids) and r.cited_case_ids[0] in gold_cases)
     if kind in ONE_DISTRICT:
         m["district_accuracy"] = float(bool(r.districts) and r.districts[0] in gold_districts)
+    if kind == "wrong_premise":
+        # Corrected: says the premise is wrong, names the true district first, cites the true case.
+        m["premise_corrected"] = float(bool(r.extra.get("correction")) and m["district_accuracy"] == 1.0
+                                       and m["cite@1"] == 1.0)
+    if kind == "follow_up":
+        m["dialogue_accuracy"] = (float(m["cite@1"] == 1.0 and (not gold_districts or bool(r.districts)
+                                                               and r.districts[0] in gold_districts))
+                                  if len(gold_cases) == 1 else list_prf(r.cited_case_ids, gold_cases)[2])
     if kind == "list_districts":
         m["list_precision"], m["list_recall"], m["list_f1"] = list_prf(r.districts, gold_districts)
     # Abstention is counted per row so that the aggregate is a plain mean over the right rows.
@@ -143,17 +161,43 @@ def aggregate(rows: Sequence[dict]) -> dict:
     out["abstention_rate"] = _mean(float(r["metrics"]["abstained"]) for r in unanswerable)
     out["false_abstention_rate"] = _mean(float(r["metrics"]["abstained"]) for r in answerable)
     latencies = [r["latency_ms"] for r in rows]
+    near = [r for r in unanswerable if "near_miss" in r.get("tags", [])]
+    out["near_miss_abstention"] = _mean(float(r["metrics"]["abstained"]) for r in near)
+    out["deep_keyword_recall"] = _mean(r["metrics"]["keyword_recall"] for r in answerable if "deep" in r.get("tags", []))
+    out["paraphrase_consistency"] = consistency(answerable)
     out["latency_p50_ms"] = percentile(latencies, 50)
     out["latency_p95_ms"] = percentile(latencies, 95)
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
 
 
+def consistency(rows: Sequence[dict]) -> float | None:
+    """Share of paraphrase groups (two or more variants) whose variants all give the same first
+    cited case and the same first district."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r.get("group") or r["id"], []).append(r)
+    same = [len({(tuple(r["cited_case_ids"][:1]), tuple(r["districts"][:1])) for r in g}) == 1
+            for g in groups.values() if len(g) > 1]
+    return sum(same) / len(same) if same else None
+
+
 def summarise(rows: Sequence[dict]) -> dict:
-    """Overall and per-type aggregates, types in a fixed order."""
+    """Overall, per-type, per-variant and (for the whole set) per-split aggregates, and the gap
+    between dev and test on the headline figures."""
     order = {t: i for i, t in enumerate(TYPE_ORDER)}
     types = sorted({r["type"] for r in rows}, key=lambda t: (order.get(t, len(order)), t))
-    return {"overall": aggregate(rows),
-            "by_type": {t: aggregate([r for r in rows if r["type"] == t]) for t in types}}
+    variants = [v for v in VARIANT_ORDER if any(r.get("variant") == v for r in rows)]
+    out = {"overall": aggregate(rows),
+           "by_type": {t: aggregate([r for r in rows if r["type"] == t]) for t in types},
+           "by_variant": {v: aggregate([r for r in rows if r.get("variant") == v]) for v in variants}}
+    splits = {r.get("split") for r in rows}
+    if len(splits) > 1:
+        out["by_split"] = {s: aggregate([r for r in rows if r.get("split") == s]) for s in sorted(splits, key=str)}
+        if {"dev", "test"} <= splits:
+            dev, test = out["by_split"]["dev"], out["by_split"]["test"]
+            out["gap_dev_minus_test"] = {m: round(dev[m] - test[m], 4) for m in HEADLINE
+                                         if dev[m] is not None and test[m] is not None}
+    return out
 
 
 

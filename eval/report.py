@@ -5,14 +5,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from eval.metrics import SUMMARY, TYPE_ORDER, failures
+from eval.metrics import SUMMARY, TYPE_ORDER, VARIANT_ORDER, failures
 
 HEADERS = {"hit_rate@1": "hit@1", "hit_rate@5": "hit@5", "mrr": "MRR", "ndcg@5": "nDCG@5",
            "district_accuracy": "district acc", "list_f1": "list F1", "keyword_recall": "kw recall",
            "citation_precision": "cite prec", "abstention_rate": "abstain (unans.)",
-           "false_abstention_rate": "false abstain", "latency_p50_ms": "p50 ms", "latency_p95_ms": "p95 ms"}
+           "false_abstention_rate": "false abstain", "latency_p50_ms": "p50 ms", "latency_p95_ms": "p95 ms",
+           "cite@1": "cite@1", "near_miss_abstention": "abstain (near miss)",
+           "premise_corrected": "premise fixed", "dialogue_accuracy": "dialogue",
+           "deep_keyword_recall": "kw recall (deep)", "paraphrase_consistency": "consistency"}
 TYPE_LABELS = {"which_district": "哪个区", "list_districts": "哪些区", "what_measure": "做法",
-               "fact_number": "数字/事实", "comparison": "对比", "follow_up": "追问", "unanswerable": "无法回答"}
+               "fact_number": "数字/事实", "comparison": "对比", "follow_up": "追问", "wrong_premise": "错误前提",
+               "unanswerable": "无法回答"}
+# The variant table's columns: what a register changes.
+VARIANT_COLUMNS = ("n", "hit_rate@1", "cite@1", "district_accuracy", "keyword_recall", "false_abstention_rate",
+                   "abstention_rate", "paraphrase_consistency")
 # Families matplotlib may find on a desktop or with fonts-noto-cjk / fonts-wqy installed.
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Zen Hei",
              "WenQuanYi Micro Hei", "Microsoft YaHei", "SimHei", "PingFang SC", "Heiti SC")
@@ -63,6 +70,12 @@ def markdown(result: dict) -> str:
         lines += _table(["mode", *(HEADERS[m] for m in cols)],
                         [[mode, *(fmt(m, c[m]) for m in cols)] for mode, c in cells.items() if c])
     main = meta["main_mode"]
+    lines += ["", f"## Per variant ({main})", ""]
+    lines += variant_rows(modes[main], _table)
+    gap = modes[main].get("gap_dev_minus_test")
+    if gap:
+        lines += ["", f"## Generalisation gap ({main}): dev minus test", ""]
+        lines += _table(list(gap), [[f"{v:+.3f}" for v in gap.values()]])
     failed = [(r, failures(r)) for r in result["questions"][main]]
     failed = [(r, why) for r, why in failed if why]
     lines += ["", f"## Failed questions ({main}): {len(failed)} of {meta['questions']}", ""]
@@ -71,6 +84,14 @@ def markdown(result: dict) -> str:
                       ", ".join(r["ranked_case_ids"][:3]) or "—", ", ".join(r["gold_case_ids"]) or "—"]
                      for r, why in failed])
     return "\n".join(lines) + "\n"
+
+
+def variant_rows(summary: dict, table) -> list:
+    by = summary.get("by_variant") or {}
+    cols = [c for c in VARIANT_COLUMNS if c == "n" or any(by[v].get(c) is not None for v in by)]
+    return table(["variant", *(HEADERS.get(c, c) for c in cols)],
+                 [[v, *(str(by[v]["n"]) if c == "n" else fmt(c, by[v][c]) for c in cols)]
+                  for v in VARIANT_ORDER if v in by])
 
 
 # -- chart -------------------------------------------------------------------------------------
@@ -116,11 +137,21 @@ def chart(result: dict, path: Path) -> None:
 
 
 # -- terminal ----------------------------------------------------------------------------------
-def print_table(result: dict, console) -> None:
-    """The summary metrics for the terminal: one column per mode, so five modes fit in 80 columns."""
+def print_table(result: dict, console, by: str = "") -> None:
+    """The summary metrics for the terminal: one column per mode, so five modes fit in 80 columns;
+    `by="variant"` adds the main mode's table per register."""
     from rich.table import Table
 
     meta, modes = result["meta"], result["modes"]
+    if by == "variant":
+        def rich_table(header, rows):
+            t = Table(title=f"eval · {meta['split']} · {meta['main_mode']} · by variant")
+            for i, h in enumerate(header):
+                t.add_column(h, justify="left" if i == 0 else "right")
+            for row in rows:
+                t.add_row(*row)
+            return [t]
+        console.print(*variant_rows(modes[meta["main_mode"]], rich_table))
     table = Table(title=f"eval · {meta['split']} · {meta['questions']} 题")
     table.add_column("metric")
     for mode in modes:

@@ -5,9 +5,9 @@ Systems ("modes"): "langchain" (the plain recipe, eval/baseline.py); "bm25", "de
 get). All chain modes share one loaded index and embedder, so a comparison differs only in
 retrieval.
 
-Retrieval metrics for the chain modes score the ranking the answerer itself searched for, taken
-to depth 10: the same resolved query, focus and filters the chain used. A follow-up
-("那闵行区呢？") is therefore ranked as the chain rewrote it, not as typed.
+Retrieval metrics for the chain modes score the ranking the answer itself stood on (its trace),
+taken to depth 10: the same resolved query and filters the chain used. A follow-up ("那闵行区呢？")
+is therefore ranked as the chain read it, not as typed.
 """
 
 from __future__ import annotations
@@ -28,27 +28,12 @@ from rag.config import Config
 from rag.retrieve import Retriever
 
 GOLD = Path(__file__).resolve().parent / "gold.jsonl"
-SPLITS = ("test", "dev", "all")
+SPLITS = ("test", "dev", "train", "all")
 # mode → (retriever mode, steer)
 CHAIN_MODES = {"bm25": ("bm25", False), "dense": ("dense", False), "hybrid": ("hybrid", False),
                "full": ("hybrid", True)}
 # Also the order of `--compare`: the plain recipe first, then each step towards the full chain.
 MODES = ("langchain", *CHAIN_MODES)
-
-
-class RecordingRetriever(Retriever):
-    """A Retriever that keeps, per search, the ranking to eval depth: the answerer still gets its
-    own k (a prefix of the same sorted list), the eval gets the ranking behind it."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.rankings: list[list[str]] = []
-
-    def search(self, question, k=None, filters=None):
-        k = k or self.cfg.top_k
-        hits = super().search(question, max(k, DEPTH), filters)
-        self.rankings.append([h.case.id for h in hits[:DEPTH]])
-        return hits[:k]
 
 
 class ChainSystem:
@@ -57,16 +42,14 @@ class ChainSystem:
         self.chain = chain
 
     def respond(self, item: dict) -> Response:
-        retriever = self.chain.answerer.retriever
-        retriever.rankings.clear()
         t = time.perf_counter()
         answer = self.chain.invoke({"question": item["question"], "history": item.get("history") or []})
         latency = (time.perf_counter() - t) * 1000
         return Response(answer=answer.answer, answerable=answer.answerable, districts=answer.districts,
                         cited_case_ids=list(dict.fromkeys(c.case_id for c in answer.citations)),
-                        # The first search is the answer's evidence; nothing searches twice today.
-                        ranked_case_ids=retriever.rankings[0] if retriever.rankings else [],
-                        latency_ms=latency, extra={"kind": answer.kind})
+                        ranked_case_ids=answer.trace.get("ranking", [])[:DEPTH],
+                        latency_ms=latency, extra={"kind": answer.kind, "correction": answer.correction,
+                                                   "evidence": answer.evidence})
 
 
 def load_gold(path: str | Path | None = None, split: str = "test") -> list[dict]:
@@ -90,7 +73,7 @@ def build_systems(cfg: Config, modes, chain: AnswerChain, progress: bool = True)
 
             systems[mode] = LangChainBaseline(cfg, base.embedder, base.index.cases, progress)
         else:
-            retriever = RecordingRetriever(base.index, base.embedder, cfg, *CHAIN_MODES[mode])
+            retriever = Retriever(base.index, base.embedder, cfg, *CHAIN_MODES[mode])
             systems[mode] = ChainSystem(mode, AnswerChain(Answerer(retriever), cfg, chain.llm))
     return systems
 
@@ -145,7 +128,7 @@ def run(cfg: Config, gold_path: str | Path | None = None, split: str = "test", m
 
 
 def main(gold: str | None = None, split: str = "test", mode: str = "full", compare: bool = False,
-         out: str | None = None, as_json: bool = False) -> dict:
+         out: str | None = None, as_json: bool = False, by: str = "") -> dict:
     """What `rag eval` runs. With as_json, stdout carries the metrics JSON only (no per-question
     rows); progress and messages go to stderr."""
     from rag.index import IndexError_
@@ -154,7 +137,8 @@ def main(gold: str | None = None, split: str = "test", mode: str = "full", compa
     modes = MODES if compare else (mode,)
     problem = (f"--split 须为 {'、'.join(SPLITS)} 之一" if split not in SPLITS else
                f"--mode 须为 {'、'.join(MODES)} 之一" if mode not in MODES else
-               f"找不到评测集 {gold}" if gold and not Path(gold).is_file() else "")
+               f"找不到评测集 {gold}" if gold and not Path(gold).is_file() else
+               "--by 只能是 variant" if by not in ("", "variant") else "")
     if problem:
         err.print(f"[red]{problem}[/]")
         raise SystemExit(2)
@@ -168,6 +152,6 @@ def main(gold: str | None = None, split: str = "test", mode: str = "full", compa
         sys.stdout.write(json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
     else:
         console = Console()
-        print_table(result, console)
+        print_table(result, console, by)
         console.print(f"报告：{result['meta']['out_dir']}（metrics.json、report.md、chart.png）")
     return result

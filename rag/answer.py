@@ -1,9 +1,12 @@
-"""Retrieved cases → an Answer: grounded sentences from the source, each with its citation.
+"""Query + ranked cases → an Answer: source sentences, each with its citation, and a fitted verdict.
 
 The default needs no LLM: every sentence shown is source text, quoted exactly, with the line it
-stands on. The question's wording decides the shape of the answer (which district, which
-districts, what measures, a figure, a comparison). When the evidence is too weak, it says so
-and offers the nearest cases as 可能相关, not as the answer.
+stands on. Which sentences: those the sentence-level search ranks best for the question, with a
+neighbour where a sentence needs its context; a case's headline sentences only when the question
+asks about the whole case. Whether to answer at all, which cases belong in a list, and whether
+the question's premise is wrong are small fitted models over measured evidence (rag.decide), not
+rules on wording. Three outcomes: an answer, an answer marked as weak evidence, or not found with
+the nearest cases as 可能相关.
 """
 
 from __future__ import annotations
@@ -16,39 +19,19 @@ import numpy as np
 
 from rag.chunking import Chunk, Sentence
 from rag.corpus import Case
-from rag.retrieve import Filters, Hit, Retriever
+from rag.decide import Decisions
+from rag.question import Query
+from rag.retrieve import Evidence, Filters, Hit, Retriever
 
 NO_DISTRICT = "（文中未注明所属区）"
 NOT_FOUND = "现有案例材料中没有找到"
-OTHER_CITIES = ("北京", "深圳", "广州", "杭州", "苏州", "南京", "成都", "天津", "重庆", "武汉", "西安",
-                "宁波", "厦门", "青岛", "合肥", "长沙", "郑州", "济南", "雄安", "香港", "澳门", "台湾")
-
-# A year that names a collection ("2018年…优秀案例"), not an event inside a case.
-COLLECTION_YEAR = re.compile(r"(20\d\d)\s*年度?[^，。？?]{0,16}(优秀案例|案例集|特色案例|良好实践|评选|排名)")
-# "多少名/几天/多少钱": the unit the question asks a figure in.
-ASKED_UNIT = re.compile(r"(?:多少|几)(?:个|名)?([天个项家年月次人名倍户件笔条台场元万亿小时分钟秒%张])"
-                        r"|多少[^，。？?]{0,4}?(钱|补贴|资金|投资|费用|经费)|(第)几")
-NUMBER = r"(?:\d[\d.,，]*|[一二两三四五六七八九十百千万]+)\s*(?:多|余|近)?"
-
-KIND_RULES = (
-    ("comparison", re.compile(r"对比|比较|相比|区别|异同|不同|分别|各自|和.{1,8}(相比|比)")),
-    ("list_districts", re.compile(r"哪些区|哪几个区|几个区|多少个区|有哪些地方|各区|都有哪些|哪些.{0,6}区")),
-    ("which_district", re.compile(r"哪个区|哪一个区|哪个地方|哪区|是哪里|在哪里|哪个区县|是哪儿")),
-    ("fact_number", re.compile(r"多少|几[天个项家年月次人名倍成户件笔条]|哪一?年|什么时候|何时|几号|"
-                               r"比例|百分|压缩到|缩短到|减少到|提高到|数量|规模|金额")),
-    ("what_measure", re.compile(r"做法|举措|措施|怎么|如何|采取|经验|具体|干了什么|做了什么|有什么|内容|机制|成效|效果")),
-)
-
-
-def detect_kind(question: str) -> str:
-    """Simple, tested wording rules; no model is needed to tell these kinds apart."""
-    for kind, pattern in KIND_RULES:
-        if pattern.search(question):
-            if kind == "comparison" and len(Filters.from_question(question).districts) < 2 \
-                    and not re.search(r"对比|比较", question):
-                continue
-            return kind
-    return "what_measure"
+WEAK = "材料中最接近的内容是："
+# A sentence that leans on the one before it ("同时，…", "该平台…") is shown with it.
+LEANS = re.compile(r"^(同时|此外|另外|其中|并且|而且|对此|为此|据此|该|这|此|上述|以上|通过这)")
+NUMBER = re.compile(r"\d|[一二两三四五六七八九十百千万]+[天个项家年月次%名户件笔条]")
+# The parts of a case a question about its results or its method reads.
+EFFECT_SECTION = re.compile(r"成效|效果|成果")
+METHOD_SECTION = re.compile(r"做法|举措|主要|措施|功能")
 
 
 @dataclass(frozen=True)
@@ -80,11 +63,24 @@ class Answer:
     kind: str = ""
     related: list[dict] = field(default_factory=list)  # 可能相关: nearest cases when not answerable
     mode: str = "extractive"
+    case_ids: list[str] = field(default_factory=list)  # the cases answered from, for the next turn
+    evidence: str = "strong"  # "strong", "weak" or "none"
+    confidence: float = 0.0  # the answerability model's probability
+    correction: str = ""  # the premise the question got wrong, when it did
+    # The evidence each decision saw, for `python -m eval.fit`; not part of the answer.
+    trace: dict = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         return {"question": self.question, "answer": self.answer, "answerable": self.answerable,
                 "districts": self.districts, "citations": [c.to_dict() for c in self.citations],
-                "kind": self.kind, "related": self.related, "mode": self.mode}
+                "kind": self.kind, "related": self.related, "mode": self.mode, "case_ids": self.case_ids,
+                "evidence": self.evidence, "confidence": round(self.confidence, 4),
+                "correction": self.correction}
+
+
+def line_span(lines: tuple[int, int] | list[int]) -> str:
+    a, b = lines
+    return f"第{a}行" if a == b else f"第{a}–{b}行"
 
 
 def district_label(case: Case) -> str:
@@ -113,250 +109,355 @@ class Citations:
         return f"[{self._seen[key]}]"
 
 
-class Answerer:
-    """Composes extractive answers from a Retriever's hits."""
+@dataclass
+class Plan:
+    """What to search and where, once the question and the dialogue are read."""
 
-    def __init__(self, retriever: Retriever, min_dense: float = 0.80, min_coverage: float = 0.40,
-                 list_sentence_coverage: float = 0.6):
-        # Thresholds calibrated on the gold set's dev split (eval/gold.jsonl, split "dev").
+    text: str  # the search text
+    kind: str
+    filters: Filters
+    exclude: tuple[str, ...] = ()  # case ids not to answer from ("还有别的吗")
+    only: tuple[str, ...] = ()  # the case(s) a follow-up is about
+    years: str = ""  # "earlier" / "later": relative to the case just shown
+
+
+class Answerer:
+    """Composes extractive answers from a Retriever's ranking and fitted decisions."""
+
+    def __init__(self, retriever: Retriever, decisions: Decisions | None = None):
         self.retriever = retriever
-        self.min_dense = min_dense
-        self.min_coverage = min_coverage
-        self.list_sentence_coverage = list_sentence_coverage
+        self.decisions = decisions or Decisions.load()
+        index = retriever.index
         # Document frequencies come free with the BM25 matrix: one column per token.
-        bm25, n = retriever.index.bm25, len(retriever.index.chunks)
+        bm25, n = index.bm25, len(index.chunks)
         df = np.diff(bm25.scores["indptr"])
         self.idf = {t: math.log(1 + n / (1 + df[i])) for t, i in bm25.vocab_dict.items() if i < len(df)}
-        self.by_case: dict[str, list[Chunk]] = {}
-        for chunk in retriever.index.chunks:
-            self.by_case.setdefault(chunk.case.id, []).append(chunk)
+        self.unknown_idf = math.log(1 + n)
+        self.by_case = retriever.chunks_by_case
+        self.case_text = {cid: "\n".join(c.text for c in chunks).lower() for cid, chunks in self.by_case.items()}
+        self.collections = {c.year for c in index.cases.values() if c.kind == "case_collection"}
+        self.titles = {c.id: re.sub(r"\s+", "", c.title) for c in index.cases.values()}
 
     # -- evidence -----------------------------------------------------------------------------
-    def terms(self, question: str) -> dict[str, float]:
-        """The question's content words, weighted by rarity; district names are filters, not terms."""
-        tokens = self.retriever.index.tokenizer(question)
-        named = set(Filters.from_question(question).districts)
+    def terms(self, text: str) -> dict[str, float]:
+        """The text's content words weighted by rarity; a word the corpus never uses weighs most.
+        District names are where, not what; bare numbers and stray letters carry no topic."""
         out = {}
-        for t in tokens:
-            # Bare numbers and stray Latin letters carry no topic ("<img src=x>", "1").
-            if t in named or t.endswith("区") and len(t) <= 2 or re.fullmatch(r"20\d\d|年|年度|\d+|[a-z]{1,2}", t):
+        for t in self.retriever.tokens(text):
+            if t.endswith("区") and len(t) <= 4 or re.fullmatch(r"20\d\d|年|年度|\d+|[a-z]{1,2}", t):
                 continue
-            out[t] = self.idf.get(t, 0.0)
+            if re.fullmatch(r"[a-z'\-]+", t) and t not in self.idf:
+                continue  # English words: the glossary added their Chinese beside them
+            out[t] = self.idf.get(t, self.unknown_idf)
         return out
 
-    def coverage(self, terms: dict[str, float], text: str) -> float:
+    @staticmethod
+    def coverage(terms: dict[str, float], text: str) -> float:
         total = sum(terms.values())
-        if not total:
-            return 0.0
-        return sum(w for t, w in terms.items() if t in text.lower()) / total
+        return sum(w for t, w in terms.items() if t in text.lower()) / total if total else 0.0
 
-    def best_sentences(self, hit: Hit, terms: dict[str, float], n: int = 2, prefer=None,
-                       depth: int | None = 6) -> list[tuple[Chunk, Sentence]]:
-        """The n sentences of the hit's best `depth` chunks (all with None) that cover the most
-        question terms, in document order. Title lines are not evidence."""
-        title = re.sub(r"\s+", "", hit.case.title)
-        scored = []
-        for rank, chunk in enumerate(hit.chunks[:depth]):
-            for i, s in enumerate(chunk.sentences):
-                if len(s.text) < 8 or re.sub(r"\s+", "", s.text) in title:
-                    continue
-                score = self.coverage(terms, s.text) - 0.02 * rank - 0.001 * i
-                if prefer:
-                    score += prefer(chunk, s)
-                scored.append((score, chunk, s))
-        scored.sort(key=lambda x: -x[0])
-        picked, lines = [], set()
-        for _, chunk, s in scored:
-            if (s.line, s.text) in lines:
+    def features(self, query: Query, hit: Hit, top: Hit, text: str) -> dict[str, float]:
+        """Measured evidence that `hit` answers the query; the decisions are fitted on these."""
+        terms = self.terms(text)
+        total = sum(terms.values()) or 1.0
+        best = hit.sentences[:3]
+        scores = self.retriever.scores(text)
+        dense = scores.chunk_dense if scores.chunk_dense is not None else np.zeros(1)
+        spread = float(dense.std()) or 1.0
+        quoted = [q for q in query.quoted if len(q) >= 2]
+        case_text = self.case_text[hit.case.id]
+        return {
+            "dense_chunk": hit.dense,
+            "dense_sentence": max((e.dense for e in best), default=0.0),
+            "dense_z": (hit.dense - float(dense.mean())) / spread,
+            "coverage_sentence": max((self.coverage(terms, e.sentence.text) for e in best), default=0.0),
+            "coverage_case": self.coverage(terms, case_text),
+            "bm25_sentence": math.log1p(max((e.bm25 for e in best), default=0.0)),
+            "relative": hit.score / top.score if top.score else 0.0,
+            "quoted": (sum(q.lower() in case_text for q in quoted) / len(quoted)) if quoted else 1.0,
+            "unknown": sum(w for t, w in terms.items() if t not in self.idf) / total,
+            "elsewhere": float(bool(query.elsewhere)),
+            "english": float(query.language == "en"),
+        }
+
+    def sentence_features(self, query: Query, e: Evidence, terms: dict[str, float]) -> dict[str, float]:
+        """How well one sentence answers the question; the sentence model is fitted on these."""
+        text = e.sentence.text
+        return {"fused": e.score * 100, "dense": e.dense, "bm25": math.log1p(max(e.bm25, 0.0)),
+                "coverage": self.coverage(terms, text), "heading": float(e.sentence.heading),
+                "figure": float(bool(query.figures or query.kind == "fact_number") and bool(NUMBER.search(text))),
+                "effect": float(query.wants == "effect" and any(EFFECT_SECTION.search(p) for p in e.chunk.section)),
+                "short": float(len(text) < 20)}
+
+    def ranked_sentences(self, query: Query, case: Case, text: str) -> list[tuple[float, Evidence]]:
+        terms = self.terms(text)
+        scored = [(self.decisions.sentence(self.sentence_features(query, e, terms)), e)
+                  for e in self.retriever.case_evidence(case.id, text)]
+        return sorted(scored, key=lambda pe: -pe[0])
+
+    def pick(self, query: Query, case: Case, text: str, n: int, where=None) -> list[Evidence]:
+        """The case's n sentences that best answer `text` by the fitted sentence model, in document
+        order; a sentence that leans on the one before it brings that one along. Title lines are
+        not evidence."""
+        chosen: list[Evidence] = []
+        ranked = [e for _, e in self.ranked_sentences(query, case, text)]
+        if where:
+            ranked = [e for e in ranked if where(e)] or ranked
+        for e in ranked:
+            flat = re.sub(r"\s+", "", e.sentence.text)
+            if len(flat) < 8 or flat in self.titles[case.id]:
                 continue
-            picked.append((chunk, s))
-            lines.add((s.line, s.text))
-            if len(picked) == n:
+            if any(e.sentence == c.sentence for c in chosen):
+                continue
+            chosen.append(e)
+            if len(chosen) == n:
                 break
-        return sorted(picked, key=lambda cs: (cs[1].line, cs[0].sentences.index(cs[1])))
+        out = []
+        for e in chosen:
+            before = self.neighbour(e)
+            if before is not None and all(before.sentence != c.sentence for c in chosen + out):
+                out.append(before)
+            out.append(e)
+        return sorted(out, key=lambda e: (e.sentence.line, e.chunk.id, e.chunk.sentences.index(e.sentence)))
 
-    def supported(self, hit: Hit, terms: dict[str, float], kind: str) -> bool:
-        """Enough of the question's rare words appear in the case. Lists and comparisons ask
-        broadly, so they need less of it. (Cosine similarity alone barely separates answerable
-        from unanswerable questions with this model: 0.87–0.94 for both.)"""
-        text = "".join(c.index_text for c in hit.chunks[:4])
-        need = self.min_coverage * (0.55 if kind in ("list_districts", "comparison") else 1.0)
-        dense_ok = self.retriever.mode == "bm25" or hit.dense >= self.min_dense
-        return dense_ok and self.coverage(terms, text) >= need
+    def neighbour(self, e: Evidence) -> Evidence | None:
+        i = e.chunk.sentences.index(e.sentence)
+        if i == 0 or not (LEANS.match(e.sentence.text) or len(e.sentence.text) < 16):
+            return None
+        prev = e.chunk.sentences[i - 1]
+        return Evidence(e.chunk, prev, e.score, e.dense, e.bm25)
 
-    # -- answers --------------------------------------------------------------------------------
-    def answer(self, question: str, kind: str | None = None, filters: Filters | None = None,
-               focus: str = "", exclude: tuple[str, ...] = ()) -> Answer:
-        """`focus` is extra search context (a follow-up's earlier turn); `exclude` drops case ids
-        ("后来有升级版吗？" asks for a case other than the one just shown)."""
-        kind = kind or detect_kind(question)
-        query = f"{focus} {question}".strip()
-        implied = Filters.from_question(question) if self.retriever.steer else Filters()
-        wanted = filters if filters is not None else implied
-        k = 12 if kind == "list_districts" else 6
-        hits = [h for h in self.retriever.search(query, k=k + len(exclude), filters=wanted)
-                if h.case.id not in exclude][:k]
-        # A follow-up's case is the one its context names, so support is judged on the whole
-        # query; the sentences shown answer the follow-up's own words ("压缩到几天").
-        context_terms = self.terms(query)
-        terms = (self.terms(question) if focus and not exclude else context_terms) or context_terms
-
-        reason = self.out_of_scope(question, wanted)
-        in_filter = [h for h in hits if self.retriever.matches(h.case, wanted)]
-        good = [h for h in in_filter if self.supported(h, context_terms, kind)]
-        if reason or not good:
-            return self.not_found(question, kind, hits, reason)
-        compose = {"which_district": self.which_district, "list_districts": self.list_districts,
-                   "fact_number": self.fact_number, "comparison": self.comparison}.get(kind, self.what_measure)
-        return compose(question, kind, good, terms, wanted)
-
-    def out_of_scope(self, question: str, filters: Filters) -> str:
-        years = set().union(*self.retriever.case_years.values())
-        if filters.years and not years & set(filters.years):
-            collections = sorted({c.year for c in self.retriever.index.cases.values()})
-            return f"现有材料是 {'、'.join(map(str, collections))} 年的案例，没有涉及 {filters.years[0]} 年的内容。"
-        cities = [c for c in OTHER_CITIES if c in question]
-        if cities:
-            return f"现有材料只收录上海各区的案例，不涉及{cities[0]}。"
-        asked = COLLECTION_YEAR.search(question)
-        collections = {c.year for c in self.retriever.index.cases.values() if c.kind == "case_collection"}
-        if asked and int(asked.group(1)) not in collections:
-            return f"现有案例集是 {'、'.join(map(str, sorted(collections)))} 年的，没有 {asked.group(1)} 年的案例集。"
-        return ""
-
-    def not_found(self, question: str, kind: str, hits: list[Hit], reason: str = "") -> Answer:
-        text = f"{NOT_FOUND}能回答这个问题的内容。" + (reason or "")
-        related = [{"case_id": h.case.id, "district": district_label(h.case), "case_title": h.case.title,
-                    "collection": h.case.collection, "year": h.case.year, "source": h.case.source,
-                    "lines": list(h.case.lines)} for h in hits[:3]]
-        return Answer(question, text, False, [], [], kind, related)
-
-    def which_district(self, question, kind, hits, terms, filters) -> Answer:
-        top = hits[0]
-        cites = Citations()
-        picked = self.best_sentences(top, terms, 2)
-        lines = [f"{district_label(top.case)} —— {case_label(top.case)}",
-                 "".join(s.text + cites.cite(c, s) for c, s in picked)]
-        # The same programme often appears in two collections (2019 and 2021): show both.
-        also = [h for h in hits[1:3] if h.case.district == top.case.district
-                and self.coverage(terms, "".join(c.text for c in h.chunks[:3])) >= 0.8]
-        for h in also:
-            c, s = self.best_sentences(h, terms, 1)[0]
-            lines.append(f"另见 {case_label(h.case)}：{s.text}{cites.cite(c, s)}")
-        return self._answer(question, kind, lines, cites, [top] + also)
-
-    def list_districts(self, question, kind, hits, terms, filters) -> Answer:
-        # Recall first (12 candidates), then keep the cases where one sentence carries the
-        # practice: a passing mention in a long case does not make it a match.
-        best = {h.case.id: self.best_sentences(h, terms, 1) for h in hits}
-        cover = {i: self.coverage(terms, b[0][1].text) if b else 0.0 for i, b in best.items()}
-        # Long, descriptive questions rarely fit one sentence, so the bar is relative to the best.
-        bar = self.list_sentence_coverage * max(cover.values())
-        hits = [h for h in hits if cover[h.case.id] >= bar and cover[h.case.id] > 0] or hits[:1]
-        cites = Citations()
-        lines, kept = [f"共找到 {len({district_label(h.case) for h in hits})} 个区的相关案例："], []
-        by_district: dict[str, list[Hit]] = {}
-        for h in hits:
-            by_district.setdefault(district_label(h.case), []).append(h)
-        for district, group in by_district.items():
-            parts = []
-            for h in group:
-                c, s = best[h.case.id][0]
-                parts.append(f"{case_label(h.case)}：{s.text}{cites.cite(c, s)}")
-                kept.append(h)
-            lines.append(f"- **{district}**：" + "；".join(parts))
-        return self._answer(question, kind, lines, cites, kept)
-
-    def what_measure(self, question, kind, hits, terms, filters) -> Answer:
-        top = hits[0]
-        cites = Citations()
-        lines = [f"{district_label(top.case)} —— {case_label(top.case)}"]
-        wants_effect = bool(re.search(r"成效|效果|成果|取得", question))
-        aspect = self.aspect(question, top.case)
-        # A question about the whole case gets its headline sentences; one about an aspect
-        # ("在审批上怎么改的") gets the sentences that speak of it, after the headlines or instead.
-        heads = [] if wants_effect or aspect >= 0.4 else self.headline_sentences(top)[:6]
-        lines += [f"{s.text}{cites.cite(c, s)}" for c, s in heads]  # they carry their own 1、/（一）
-        if len(heads) < 2 or aspect >= 0.15:
-            # Effects sit in their own section (三、工作成效), which the search may not have ranked.
-            effects = [c for c in self.case_chunks(top.case) if any(re.search(r"成效|效果|成果", p) for p in c.section)]
-            pool = Hit(top.case, top.score, top.dense, top.bm25, effects or self.case_chunks(top.case)) \
-                if wants_effect else top
-            shown = {s.text for _, s in heads}
-            picked = [(c, s) for c, s in self.best_sentences(pool, terms, 5, depth=None if wants_effect else 6)
-                      if s.text not in shown][:3 if len(heads) < 2 else 2]
-            lines += [f"- {s.text}{cites.cite(c, s)}" for c, s in picked]
-        return self._answer(question, kind, lines, cites, [top])
-
-    def aspect(self, question: str, case: Case) -> float:
-        """The share of the question's weight in words that are not the case's name or "what did they do"."""
-        terms = self.terms(question)
-        known = self.terms(f"{case.title} {case.district or ''} 做法 举措 措施 主要 哪些 具体 工作 怎么 如何 方面")
-        rest = sum(w for t, w in terms.items() if t not in known and t not in case.title)
-        return rest / sum(terms.values()) if terms and sum(terms.values()) else 0.0
-
-    def case_chunks(self, case: Case) -> list[Chunk]:
-        return self.by_case[case.id]
-
-    def headline_sentences(self, hit: Hit) -> list[tuple[Chunk, Sentence]]:
+    def headline_sentences(self, case: Case) -> list[Evidence]:
         """The lead sentences of 主要做法's numbered items, in document order."""
         out = []
-        for c in self.case_chunks(hit.case):
-            if not any(re.search(r"做法|举措|主要|措施|功能", p) for p in c.section[:1]):
+        for c in self.by_case[case.id]:
+            if not any(METHOD_SECTION.search(p) for p in c.section[:1]):
                 continue
             for s in c.sentences:
                 if s.heading and len(c.section) >= 2 and not re.fullmatch(r".{0,4}、?(主要做法|工作举措)", s.text):
-                    out.append((c, s))
+                    out.append(Evidence(c, s, 0.0, 0.0, 0.0))
         return out
 
-    def fact_number(self, question, kind, hits, terms, filters) -> Answer:
-        top = next((h for h in hits[:3] if self.has_figure(question, h, terms)), None)
-        if top is None:
-            return self.not_found(question, kind, hits, "找到了相关案例，但材料中没有给出这个数字。")
+    def aspect(self, query: Query, case: Case, text: str) -> float:
+        """The share of the question's weight in words that are not the case's name or "what did
+        they do": high when it asks about one part of the case, low when about the whole."""
+        terms = self.terms(text)
+        known = self.terms(f"{case.title} {case.district or ''} 做法 举措 措施 主要 哪些 具体 工作 怎么 如何 方面 情况 介绍")
+        rest = sum(w for t, w in terms.items() if t not in known and t not in case.title)
+        return rest / sum(terms.values()) if terms and sum(terms.values()) else 0.0
+
+    # -- reading the dialogue -------------------------------------------------------------------
+    def shown_cases(self, query: Query) -> tuple[str, ...]:
+        """The cases the last answer showed: its case ids, or the titles its first line names."""
+        f = query.follow
+        if f is None:
+            return ()
+        known = tuple(c for c in f.shown if c in self.retriever.index.cases)
+        if known:
+            return known
+        return tuple(c.id for c in self.retriever.index.cases.values() if c.title in f.last_answer)
+
+    def plan(self, query: Query, filters: Filters | None) -> Plan:
+        explicit = filters is not None
+        wanted = filters if explicit else (Filters.from_query(query) if self.retriever.steer else Filters())
+        f = query.follow
+        if f is None:
+            return Plan(query.search, query.kind, wanted)
+        shown = self.shown_cases(query)
+        cases = self.retriever.index.cases
+        if f.move == "swap_district":
+            return Plan(query.search, query.kind, wanted)
+        if f.move == "same_case" and shown:
+            return Plan(query.search, query.kind, wanted if explicit else Filters(), only=shown[:1])
+        if f.move == "other_districts":
+            # "还有别的区也这么做吗": the same practice elsewhere, not the case just shown.
+            return Plan(query.search, "list_districts", wanted if explicit else Filters(), exclude=shown)
+        if f.move in ("earlier", "later") and shown:
+            district = cases[shown[0]].district
+            own = Filters((district,)) if district and not query.districts else wanted
+            return Plan(query.search, f.previous.kind if query.kind == "what_measure" else query.kind,
+                        own, exclude=shown, years=f.move)
+        return Plan(query.search, query.kind, wanted)
+
+    # -- answers --------------------------------------------------------------------------------
+    def answer(self, query: Query, filters: Filters | None = None) -> Answer:
+        plan = self.plan(query, filters)
+        ranked = [h for h in self.retriever.rank(plan.text) if h.case.id not in plan.exclude]
+        if plan.only:
+            ranked = [h for h in ranked if h.case.id in plan.only] or \
+                     [Hit(self.retriever.index.cases[c], 0.0, 0.0, 0.0) for c in plan.only]
+        if plan.years:
+            shown_year = self.retriever.index.cases[self.shown_cases(query)[0]].year
+            earlier = plan.years == "earlier"
+            ranked.sort(key=lambda h: (h.case.year < shown_year) != earlier)
+        if not ranked:
+            return self.not_found(query, plan.kind, [])
+        top = ranked[0]
+        in_filter = [h for h in ranked if self.retriever.matches(h.case, plan.filters)]
+        best = in_filter[0] if in_filter else None
+
+        correction, trace = "", {"plan": plan.text}
+        if query.collection and self.missing_collection(query.collection):
+            correction = self.no_such_collection(query.collection)
+        elif query.claims and not query.follow and best is not top and top.case.district \
+                and top.case.district not in query.districts:
+            trace["premise"] = self.premise_features(query, top, best, plan.text)
+            if self.decisions.premise(trace["premise"]) >= self.decisions.premise_threshold:
+                correction = self.correct(query, top)
+                best, in_filter = top, [top] + [h for h in ranked if h is not top]
+        if best is None:
+            return self.not_found(query, plan.kind, ranked)
+        # The ranking the answer stands on, steered: what the eval scores as retrieval.
+        trace["ranking"] = [h.case.id for h in in_filter[:10]] + \
+                           [h.case.id for h in ranked if h not in in_filter][:max(0, 10 - len(in_filter))]
+
+        trace["answerable"] = self.features(query, best, top, plan.text)
+        p = self.decisions.answerable(trace["answerable"])
+        if p < self.decisions.answer_threshold and not correction and not plan.only:
+            answer = self.not_found(query, plan.kind, ranked, p=p)
+            answer.trace.update(trace)
+            return answer
+        kind = plan.kind
+        compose = {"which_district": self.which_district, "list_districts": self.list_districts,
+                   "fact_number": self.fact_number, "comparison": self.comparison}.get(kind, self.what_measure)
+        answer = compose(query, plan, in_filter, ranked)
+        answer.trace.update(trace)
+        answer.confidence = p
+        if p < 0.5 and not correction and not plan.only:
+            answer.evidence = "weak"
+            answer.answer = f"{WEAK}\n{answer.answer}"
+        if correction:
+            answer.correction = correction
+            answer.answer = f"{correction}\n{answer.answer}"
+        return answer
+
+    def missing_collection(self, name: str) -> bool:
+        if name.isdigit():
+            return int(name) not in self.collections
+        if name.startswith("第"):
+            # The series has one numbered batch: 第一批 (2019).
+            return name != "第一批"
+        return False
+
+    def no_such_collection(self, name: str) -> str:
+        years = "、".join(map(str, sorted(self.collections)))
+        label = f"{name}年的案例集" if name.isdigit() else f"“{name}”案例"
+        return f"注意：现有材料中没有{label}（现有案例集为 {years} 年）。下面是最接近的真实案例。"
+
+    def premise_features(self, query: Query, top: Hit, best: Hit | None, text: str) -> dict[str, float]:
+        ft = self.features(query, top, top, text)
+        fb = self.features(query, best, top, text) if best else dict.fromkeys(ft, 0.0)
+        return {"relative_in_claim": fb["relative"],
+                "quoted_gap": ft["quoted"] - fb["quoted"],
+                "coverage_gap": ft["coverage_sentence"] - fb["coverage_sentence"],
+                "dense_gap": ft["dense_sentence"] - fb["dense_sentence"],
+                "has_quoted": float(bool(query.quoted))}
+
+    def correct(self, query: Query, top: Hit) -> str:
+        c = top.case
+        name = f"“{query.quoted[0]}”" if query.quoted else f"《{c.title}》"
+        claimed = "、".join(query.districts)
+        return f"更正：{name}是{district_label(c)}的做法（{c.collection}，{c.year}年），不是{claimed}。"
+
+    def not_found(self, query: Query, kind: str, hits: list[Hit], p: float = 0.0) -> Answer:
+        where = ""
+        if query.elsewhere:
+            where = f"现有材料只收录上海各区的案例，不涉及{query.elsewhere[0]}。"
+        text = f"{NOT_FOUND}能回答这个问题的内容。" + where
+        related = [{"case_id": h.case.id, "district": district_label(h.case), "case_title": h.case.title,
+                    "collection": h.case.collection, "year": h.case.year, "source": h.case.source,
+                    "lines": list(h.case.lines)} for h in hits[:3]]
+        return Answer(query.raw, text, False, [], [], kind, related, evidence="none", confidence=p)
+
+    def which_district(self, query, plan, hits, ranked) -> Answer:
+        top = hits[0]
         cites = Citations()
-        has_number = lambda c, s: 0.5 if re.search(r"\d|[一二三四五六七八九十百千万]+[天个项家年月次%]", s.text) else 0.0
-        picked = self.best_sentences(top, terms, 2, prefer=has_number)
-        picked.sort(key=lambda cs: -has_number(*cs) - self.coverage(terms, cs[1].text))
-        lines = [s.text + cites.cite(c, s) for c, s in picked[:1]]
-        lines.append(f"出处：{district_label(top.case)} —— {case_label(top.case)}")
-        lines += [s.text + cites.cite(c, s) for c, s in picked[1:]]
-        return self._answer(question, kind, lines, cites, [top])
+        picked = self.pick(query, top.case, plan.text, 2)
+        lines = [f"{district_label(top.case)} —— {case_label(top.case)}",
+                 "".join(e.sentence.text + cites.cite(e.chunk, e.sentence) for e in picked)]
+        # The same programme often appears in two collections (2019 and 2021): show both.
+        also = [h for h in hits[1:3] if h.case.district == top.case.district and top.case.district
+                and self.decisions.member(self.features(query, h, top, plan.text)) >= self.decisions.member_threshold]
+        for h in also:
+            e = self.pick(query, h.case, plan.text, 1)[-1]
+            lines.append(f"另见 {case_label(h.case)}：{e.sentence.text}{cites.cite(e.chunk, e.sentence)}")
+        return self._answer(query, plan.kind, lines, cites, [top] + also)
 
-    def has_figure(self, question: str, hit: Hit, terms: dict[str, float]) -> bool:
-        """A sentence that both speaks of the question's subject and gives a figure in its unit."""
-        m = ASKED_UNIT.search(question)
-        if not m:
-            return True
-        if m.group(3):
-            pattern = re.compile("第" + NUMBER)
-        elif m.group(1):
-            pattern = re.compile(NUMBER + re.escape(m.group(1)))
+    def list_districts(self, query, plan, hits, ranked) -> Answer:
+        # Every case with evidence is a candidate; the fitted membership decision keeps those
+        # whose own sentences carry the practice, not the ones that merely sit near it.
+        top = hits[0]
+        members = {h.case.id: self.features(query, h, top, plan.text) for h in hits}
+        kept = [h for h in hits if self.decisions.member(members[h.case.id]) >= self.decisions.member_threshold] or [top]
+        cites = Citations()
+        by_district: dict[str, list[Hit]] = {}
+        for h in kept:
+            by_district.setdefault(district_label(h.case), []).append(h)
+        lines = [f"共找到 {len(by_district)} 个区的相关案例："]
+        for district, group in by_district.items():
+            parts = []
+            for h in group:
+                e = self.pick(query, h.case, plan.text, 1)[-1]
+                parts.append(f"{case_label(h.case)}：{e.sentence.text}{cites.cite(e.chunk, e.sentence)}")
+            lines.append(f"- {district}：" + "；".join(parts))
+        answer = self._answer(query, plan.kind, lines, cites, kept)
+        answer.trace["members"] = members
+        return answer
+
+    def what_measure(self, query, plan, hits, ranked) -> Answer:
+        top = hits[0]
+        cites = Citations()
+        lines = [f"{district_label(top.case)} —— {case_label(top.case)}"]
+        if query.wants == "year":
+            lines[0] += f"：入选{top.case.collection}（{top.case.year}年）"
+        if query.wants == "effect":
+            picked = self.pick(query, top.case, plan.text, 3, where=lambda e: any(EFFECT_SECTION.search(p) for p in e.chunk.section))
+        elif self.aspect(query, top.case, query.text) < 0.4 and not query.follow:
+            # A question about the whole case: its headline sentences, then the best detail.
+            heads = self.headline_sentences(top.case)[:6]
+            lines += [f"{e.sentence.text}{cites.cite(e.chunk, e.sentence)}" for e in heads]
+            shown = {e.sentence for e in heads}
+            picked = [e for e in self.pick(query, top.case, plan.text, 3) if e.sentence not in shown][:2 if heads else 3]
         else:
-            pattern = re.compile(NUMBER + "(?:万|亿)?元")
-        # "多少家是餐饮店": the thing counted must be there too, not just any count of 家.
-        counted = self.terms(re.split(r"[，。？?！!]", question[m.end():])[0])
-        rarest = max(counted, key=counted.get) if counted else None
-        return any(pattern.search(s.text) and self.coverage(terms, s.text) >= 0.3
-                   and (rarest is None or rarest in s.text.lower())
-                   for c in hit.chunks[:6] for s in c.sentences)
+            picked = self.pick(query, top.case, plan.text, 3)
+        lines += [f"- {e.sentence.text}{cites.cite(e.chunk, e.sentence)}" for e in picked]
+        return self._answer(query, plan.kind, lines, cites, [top])
 
-    def comparison(self, question, kind, hits, terms, filters) -> Answer:
+    def fact_number(self, query, plan, hits, ranked) -> Answer:
+        top = hits[0]
+        cites = Citations()
+        if query.wants == "year" and not query.figures:
+            return self.what_measure(query, plan, hits, ranked)
+        # Figures first: of the best sentences, those that hold a number lead.
+        picked = self.pick(query, top.case, plan.text, 3)
+        # The sentences that hold a figure lead (the model ranks them; the display orders them).
+        lead = [e for e in picked if NUMBER.search(e.sentence.text)][:2] or picked[:1]
+        rest = [e for e in picked if e not in lead]
+        lines = [e.sentence.text + cites.cite(e.chunk, e.sentence) for e in lead]
+        lines.append(f"出处：{district_label(top.case)} —— {case_label(top.case)}")
+        lines += [e.sentence.text + cites.cite(e.chunk, e.sentence) for e in rest]
+        return self._answer(query, plan.kind, lines, cites, [top])
+
+    def comparison(self, query, plan, hits, ranked) -> Answer:
         cites = Citations()
         sides: list[Hit] = []
-        for d in filters.districts or ():
-            side = next((h for h in hits if h.case.district == d), None)
-            if side:
+        for d in query.districts:
+            side = next((h for h in ranked if h.case.district == d), None)
+            if side and side not in sides:
                 sides.append(side)
-        if len(sides) < 2:
-            sides = hits[:2]
+        for h in ranked:
+            if len(sides) >= 2:
+                break
+            if h not in sides:
+                sides.append(h)
         lines = []
         for h in sides:
-            picked = self.best_sentences(h, terms, 2)
-            lines.append(f"**{district_label(h.case)}** —— {case_label(h.case)}：" +
-                         "".join(s.text + cites.cite(c, s) for c, s in picked))
-        return self._answer(question, kind, lines, cites, sides)
+            picked = self.pick(query, h.case, plan.text, 2)
+            lines.append(f"{district_label(h.case)} —— {case_label(h.case)}：" +
+                         "".join(e.sentence.text + cites.cite(e.chunk, e.sentence) for e in picked))
+        return self._answer(query, plan.kind, lines, cites, sides)
 
-    def _answer(self, question, kind, lines, cites: Citations, hits: list[Hit]) -> Answer:
+    def _answer(self, query: Query, kind: str, lines: list[str], cites: Citations, hits: list[Hit]) -> Answer:
         districts = list(dict.fromkeys(h.case.district for h in hits if h.case.district))
-        return Answer(question, "\n".join(lines), True, districts, cites.items, kind)
-
+        return Answer(query.raw, "\n".join(lines), True, districts, cites.items, kind,
+                      case_ids=[h.case.id for h in hits])

@@ -6,95 +6,16 @@
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Iterator
-from functools import lru_cache
 
 from langchain_core.runnables import Runnable, RunnableConfig
 
-from rag.answer import Answer, Answerer, detect_kind
+from rag.answer import Answer, Answerer
 from rag.config import Config
-from rag.corpus import districts_in, place_mentions
+from rag.question import BadQuestion, clean, normalise, parse
 from rag.retrieve import Filters
 
-# "后来有升级版吗？": another case on the same topic, not the one just shown.
-ANOTHER = re.compile(r"后来|升级|类似|别的|其他|另外的|还有.{0,4}(做法|案例)")
-FOLLOW_UP = re.compile(r"^(那么?|还有|另外|它|他们|这个|这些|该|其|此|这)|呢[？?]?$|"
-                       r"后来|上面|刚才|前面|这项|这一|该案例|它们|他们|其中|这个做法|那个")
-# Lone surrogates too: Python's stand-ins for undecodable bytes, which nothing can encode.
-INVISIBLE = re.compile(r"[\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
-
-
-class BadQuestion(ValueError):
-    """A question that cannot be asked; the message is for the user."""
-
-
-@lru_cache(maxsize=1)
-def _t2s():
-    import opencc
-
-    return opencc.OpenCC("t2s")
-
-
-def normalise(question: str, max_chars: int) -> tuple[str, str]:
-    """(the question as searched, a note for the user). Traditional → Simplified, so that
-    浦東新區 finds 浦东新区; full-width letters and digits → half-width; invisible characters go."""
-    text = INVISIBLE.sub("", question or "")
-    text = unicodedata.normalize("NFKC", text).strip()
-    if not text:
-        raise BadQuestion("问题是空的：请输入一个关于上海各区优化营商环境案例的问题。")
-    note = ""
-    if len(text) > max_chars:
-        note = f"问题太长（{len(text)} 字），只按前 {max_chars} 字检索。"
-        text = text[:max_chars]
-    return _t2s().convert(text), note
-
-
-def is_follow_up(question: str) -> bool:
-    standalone = districts_in(question) or re.search(r"[“\"「]", question)
-    return bool(FOLLOW_UP.search(question)) or (len(question) <= 14 and not standalone)
-
-
-def turns(history: list[dict], role: str) -> list[str]:
-    return [str(m["content"]) for m in history if m.get("role") == role and m.get("content")]
-
-
-def last_answer_line(history: list[dict]) -> str:
-    """The first line of the last answer: it names the district and the case."""
-    replies = turns(history, "assistant")
-    return replies[-1].split("\n")[0] if replies else ""
-
-
-def resolve(question: str, history: list[dict]) -> tuple[str, str | None, Filters | None, str]:
-    """A follow-up ("那徐汇区呢？", "它的成效呢？") read against the previous turn:
-    (question to answer, kind, filters, extra search context)."""
-    users = turns(history, "user")
-    if not users or not is_follow_up(question):
-        return question, None, None, ""
-    # The topic comes from the last question that stood on its own, not from another follow-up.
-    previous = next((u for u in reversed(users) if not is_follow_up(u)), users[-1])
-    named = districts_in(question)
-    own_kind = detect_kind(question) if re.search(r"成效|效果|多少|几|哪一?年|做法|举措|哪些区", question) else None
-    if named:
-        # "那徐汇区呢？": the previous question, asked of the newly named district(s).
-        rewritten = previous
-        for _, word, _ in sorted(place_mentions(previous), key=lambda m: -m[0]):
-            rewritten = rewritten.replace(word, "", 1)
-        rewritten = "".join(named) + rewritten
-        return rewritten, own_kind or detect_kind(previous), Filters(tuple(named)), ""
-    # "它的成效呢？": the same case as the previous answer, whose first line names it.
-    last_answer = last_answer_line(history)
-    focus = f"{previous} {last_answer}"
-    districts = tuple(districts_in(last_answer)[:1]) or tuple(districts_in(previous))
-    kind = own_kind or ("what_measure" if re.search(r"成效|效果", question) else detect_kind(previous))
-    return question, kind, Filters(districts), focus
-
-
-def shown_cases(history: list[dict], cases) -> tuple[str, ...]:
-    """Case ids whose titles the last answer's first line names."""
-    first = last_answer_line(history)
-    return tuple(c.id for c in cases if c.title in first)
+__all__ = ["AnswerChain", "BadQuestion", "build", "check_input", "clean", "normalise"]
 
 
 def check_input(input) -> None:
@@ -107,7 +28,8 @@ def check_input(input) -> None:
         raise BadQuestion('应为 {"question": "问题", "history": [...]} 形式的对象')
     if not (input.get("question") is None or isinstance(input["question"], str)):
         raise BadQuestion("question 应为文字。")
-    if not list_of(input.get("history"), lambda m: isinstance(m, dict)):
+    if not list_of(input.get("history"), lambda m: isinstance(m, dict)
+                   and list_of(m.get("case_ids"), lambda c: isinstance(c, str))):
         raise BadQuestion('history 应为 [{"role": "user"|"assistant", "content": "…"}] 形式的列表。')
     if not list_of(input.get("districts"), lambda d: isinstance(d, str)):
         raise BadQuestion('districts 应为区名的列表，例如 ["宝山区"]。')
@@ -131,20 +53,16 @@ class AnswerChain(Runnable):
     def OutputType(self):
         return Answer
 
-    def _prepare(self, input) -> tuple[str, str, str | None, Filters | None, str, str, tuple[str, ...]]:
+    def _prepare(self, input):
         if isinstance(input, str):
             input = {"question": input}
         check_input(input)
-        raw = input.get("question") or ""
-        question, note = normalise(raw, self.cfg.max_question_chars)
-        history = input.get("history") or []
-        resolved, kind, filters, focus = resolve(question, history)
-        exclude = shown_cases(history, self.answerer.retriever.index.cases.values()) \
-            if focus and ANOTHER.search(question) else ()
+        query = parse(input.get("question") or "", input.get("history") or [], self.cfg.max_question_chars)
+        filters = None
         if input.get("districts") or input.get("years"):
             filters = Filters(tuple(input.get("districts") or ()), tuple(input.get("years") or ()),
                               collection_years=True)
-        return raw, note, kind, filters, focus, resolved, exclude
+        return input.get("question") or "", query, filters
 
     def invoke(self, input, config: RunnableConfig | None = None, **kwargs) -> Answer:
         answer = None
@@ -153,21 +71,21 @@ class AnswerChain(Runnable):
         return answer
 
     def stream(self, input, config: RunnableConfig | None = None, **kwargs) -> Iterator[str | Answer]:
-        raw, note, kind, filters, focus, question, exclude = self._prepare(input)
-        if note:
-            yield f"（{note}）\n"
-        grounded = self.answerer.answer(question, kind=kind, filters=filters, focus=focus, exclude=exclude)
+        raw, query, filters = self._prepare(input)
+        if query.note:
+            yield f"（{query.note}）\n"
+        grounded = self.answerer.answer(query, filters)
         if self.llm is not None and grounded.answerable:
             from rag.llm import generate
 
-            answer = yield from generate(self.llm, question, grounded, self.answerer)
+            answer = yield from generate(self.llm, query.text, grounded, self.answerer)
         else:
             answer = grounded
             for line in answer.answer.split("\n"):
                 yield line + "\n"
         answer.question = raw
-        if note:
-            answer.answer = f"（{note}）\n{answer.answer}"
+        if query.note:
+            answer.answer = f"（{query.note}）\n{answer.answer}"
         yield answer
 
 

@@ -91,11 +91,13 @@ def load_chain():
 def print_answer(answer) -> None:
     from rich.markup import escape
 
+    from rag.answer import line_span
+
     style = "" if answer.answerable else "yellow"
     console.print(escape(answer.answer), style=style)
     for c in answer.citations:
         console.print(f"[dim][{c.n}] {escape(c.district or '（文中未注明所属区）')} · {escape(c.case_title)} · "
-                      f"{c.collection} {c.year} · seeds/{c.source} 第{c.lines[0]}–{c.lines[1]}行[/]")
+                      f"{c.collection} {c.year} · seeds/{c.source} {line_span(c.lines)}[/]")
     for r in answer.related:
         console.print(f"[dim]可能相关：{escape(r['district'])} · {escape(r['case_title'])}（{r['year']}）[/]")
 
@@ -180,20 +182,23 @@ def chat():
             err.print(str(e), style="red", markup=False, highlight=False)
             continue
         print_answer(answer)
-        history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer.answer}]
+        history += [{"role": "user", "content": question},
+                    {"role": "assistant", "content": answer.answer, "case_ids": answer.case_ids}]
 
 
 @app.command("eval")
 def eval_(gold: str = typer.Option(None, "--gold", help="Gold JSONL file (default: the bundled eval/gold.jsonl)."),
-          split: str = typer.Option("test", "--split", help="test, dev or all. Tune on dev; report test."),
+          split: str = typer.Option("test", "--split", help="test, dev, train or all. Fit on train, choose on dev, report test."),
           mode: str = typer.Option("full", "--mode", help="full, hybrid, bm25, dense or langchain."),
           compare: bool = typer.Option(False, "--compare", help="Run langchain, bm25, dense, hybrid and full side by side."),
           out: str = typer.Option(None, "--out", help="Output folder (default: RAG_HOME/eval/<timestamp>)."),
-          as_json: bool = typer.Option(False, "--json", help="Print the metrics JSON to stdout.")):
-    """Measure the whole assistant on the gold Q&A pairs: retrieval, attribution, answers, abstention, latency."""
+          as_json: bool = typer.Option(False, "--json", help="Print the metrics JSON to stdout."),
+          by: str = typer.Option("", "--by", help="variant: also a table per register (plain, colloquial, English …).")):
+    """Measure the whole assistant on the gold Q&A pairs: retrieval, attribution, answers, abstention,
+    wrong premises, dialogues, paraphrase consistency, latency. Fit on train, choose on dev, report test."""
     from eval.runner import main as run_eval
 
-    run_eval(gold=gold, split=split, mode=mode, compare=compare, out=out, as_json=as_json)
+    run_eval(gold=gold, split=split, mode=mode, compare=compare, out=out, as_json=as_json, by=by)
 
 
 @app.command()

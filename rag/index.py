@@ -23,8 +23,9 @@ from rag.config import Config
 from rag.corpus import Case, case_text, load_cases
 from rag.tokenize import Tokenizer, user_words
 
-SCHEMA = 1
-FILES = ("manifest.json", "chunks.json", "vectors.faiss", "userdict.txt", "bm25")
+SCHEMA = 2
+FILES = ("manifest.json", "chunks.json", "vectors.faiss", "userdict.txt", "bm25",
+         "sentences.faiss", "bm25-sentences")
 
 
 class IndexError_(RuntimeError):
@@ -108,6 +109,15 @@ class Index:
     vectors: "object"  # faiss.Index
     bm25: "object"  # bm25s.BM25
     tokenizer: Tokenizer
+    # Sentence-level evidence beside the chunks: row i is sentence `sentences[i]` = (chunk id,
+    # position in the chunk), with its own vectors and BM25 index.
+    sentence_vectors: "object" = None
+    sentence_bm25: "object" = None
+
+
+def sentence_rows(chunks: list[Chunk]) -> list[tuple[int, int]]:
+    """Every sentence of every chunk, in order; derived from chunks.json, so never stored twice."""
+    return [(c.id, i) for c in chunks for i in range(len(c.sentences))]
 
 
 def load_embedder(cfg: Config, engine: str = "auto"):
@@ -133,6 +143,9 @@ def build(cfg: Config, embedder=None, progress: bool = True) -> Index:
     embedder = embedder or load_embedder(cfg, engine="auto")
     t = time.perf_counter()
     vecs = embedder.embed_passages([c.index_text for c in chunks], progress=progress)
+    rows = sentence_rows(chunks)
+    sentence_texts = [chunks[c].sentences[i].text for c, i in rows]
+    svecs = embedder.embed_passages(sentence_texts, progress=progress)
     timings["embed_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -141,6 +154,9 @@ def build(cfg: Config, embedder=None, progress: bool = True) -> Index:
     tokenizer = Tokenizer(user_words([case_text(c, cfg.seeds) for c in cases]))
     bm25 = bm25s.BM25()
     bm25.index([tokenizer(c.index_text) for c in chunks], show_progress=False)
+    svectors = new_faiss_index(faiss_index_type(len(rows), cfg.faiss), np.ascontiguousarray(svecs, dtype=np.float32))
+    sbm25 = bm25s.BM25()
+    sbm25.index([tokenizer(t) for t in sentence_texts], show_progress=False)
     timings["index_s"] = time.perf_counter() - t
 
     manifest = {
@@ -154,6 +170,7 @@ def build(cfg: Config, embedder=None, progress: bool = True) -> Index:
         "faiss": kind,
         "cases": len(cases),
         "chunks": len(chunks),
+        "sentences": len(rows),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "timings": timings,
     }
@@ -165,6 +182,8 @@ def build(cfg: Config, embedder=None, progress: bool = True) -> Index:
     try:
         faiss.write_index(vectors, str(tmp / "vectors.faiss"))
         bm25.save(str(tmp / "bm25"), show_progress=False)
+        faiss.write_index(svectors, str(tmp / "sentences.faiss"))
+        sbm25.save(str(tmp / "bm25-sentences"), show_progress=False)
         tokenizer.save(tmp / "userdict.txt")
         records = {"cases": [c.to_dict() for c in cases], "chunks": [c.to_dict() for c in chunks]}
         (tmp / "chunks.json").write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
@@ -174,7 +193,7 @@ def build(cfg: Config, embedder=None, progress: bool = True) -> Index:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     say(f"索引已写入 {final}（{time.perf_counter() - started:.1f} 秒）")
-    return Index(final, manifest, {c.id: c for c in cases}, chunks, vectors, bm25, tokenizer)
+    return Index(final, manifest, {c.id: c for c in cases}, chunks, vectors, bm25, tokenizer, svectors, sbm25)
 
 
 def _swap_in(tmp: Path, final: Path) -> None:
@@ -222,12 +241,17 @@ def load(cfg: Config, model_id: str | None = None) -> Index:
         vectors = faiss.read_index(str(d / "vectors.faiss"))
         bm25 = bm25s.BM25.load(str(d / "bm25"), allow_pickle=False)
         tokenizer = Tokenizer.load(d / "userdict.txt")
+        svectors = faiss.read_index(str(d / "sentences.faiss"))
+        sbm25 = bm25s.BM25.load(str(d / "bm25-sentences"), allow_pickle=False)
     except Exception as e:  # faiss raises RuntimeError, json ValueError, numpy ValueError/OSError
         raise IndexCorrupt(f"索引文件损坏或不完整（{d}：{type(e).__name__}: {str(e)[:200]}）。"
                            "请运行 rag index --rebuild") from e
-    if not (vectors.ntotal == len(chunks) == manifest["chunks"] and vectors.d == manifest["dim"]):
-        raise IndexCorrupt(f"索引文件互不一致（向量 {vectors.ntotal}，片段 {len(chunks)}）。请运行 rag index --rebuild")
-    return Index(d, manifest, cases, chunks, vectors, bm25, tokenizer)
+    n_sentences = len(sentence_rows(chunks))
+    if not (vectors.ntotal == len(chunks) == manifest["chunks"] and vectors.d == manifest["dim"]
+            and svectors.ntotal == n_sentences == manifest.get("sentences") and svectors.d == manifest["dim"]):
+        raise IndexCorrupt(f"索引文件互不一致（向量 {vectors.ntotal}，片段 {len(chunks)}，"
+                           f"句向量 {svectors.ntotal}，句子 {n_sentences}）。请运行 rag index --rebuild")
+    return Index(d, manifest, cases, chunks, vectors, bm25, tokenizer, svectors, sbm25)
 
 
 def ensure(cfg: Config, embedder=None, progress: bool = True) -> Index:

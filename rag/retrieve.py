@@ -1,26 +1,29 @@
-"""Index → ranked cases: BM25 and dense candidates, fused, grouped by case, steered by the question.
+"""Query → ranked cases: BM25 and dense scores for every chunk and every sentence, fused, grouped
+by case, steered by what the question asks about.
 
 Grouping by case matters: five chunks of one case must not crowd out the second relevant case.
+Sentences are evidence of their own: a case is ranked by its best chunk and its best sentence,
+and the answer shows the sentences that answer the question, not the chunk they sit in.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
-from rag.chunking import Chunk
+from rag.chunking import Chunk, Sentence
 from rag.config import Config
-from rag.corpus import Case, districts_in
-from rag.index import Index
+from rag.corpus import Case
+from rag.index import Index, sentence_rows
+from rag.question import Query, parse
 
-YEAR = re.compile(r"(20\d\d)\s*(?:年度?|年)?")
 MODES = ("hybrid", "bm25", "dense")
 # Past FULL_RANK_MAX chunks only each list's best CANDIDATES are ranked: sorting a million scores
 # costs 40–270 ms on 2 cores (bench/SCALING.md), and group() reads only the top GROUPED.
 CANDIDATES, FULL_RANK_MAX, GROUPED = 1000, 20_000, 400
-TRAVEL = re.compile(r"(?:跑|去|赶|赴)(?:到|去|往)?[\u4e00-\u9fff]{2,4}?(?=[，。？?、,！]|$|办|送|跑)")
 
 
 @dataclass(frozen=True)
@@ -32,24 +35,46 @@ class Filters:
     collection_years: bool = False
 
     @classmethod
-    def from_question(cls, question: str) -> "Filters":
-        # "不用再跑浦东": a place one travels to is not the district asked about.
-        text = TRAVEL.sub("", question)
-        return cls(tuple(districts_in(text)), tuple(int(y) for y in YEAR.findall(question)))
+    def from_query(cls, query: Query) -> "Filters":
+        return cls(query.districts, query.years)
+
+
+@dataclass
+class Evidence:
+    """One sentence of a case and how well it answers the search."""
+
+    chunk: Chunk
+    sentence: Sentence
+    score: float  # fused rank score of the sentence, comparable within one search
+    dense: float
+    bm25: float
 
 
 @dataclass
 class Hit:
     case: Case
-    score: float  # fused, comparable within one search only
+    score: float  # fused: the case's best chunk plus its best sentence, comparable within one search
     dense: float  # best chunk's cosine similarity to the question
     bm25: float  # best chunk's raw BM25 score
     chunks: list[Chunk] = field(default_factory=list)  # best first
+    sentences: list[Evidence] = field(default_factory=list)  # best first
+
+
+@dataclass
+class Scores:
+    """Every chunk's and every sentence's scores for one search text."""
+
+    chunk_bm25: np.ndarray | None
+    chunk_dense: np.ndarray | None
+    chunk: np.ndarray
+    sentence_bm25: np.ndarray | None
+    sentence_dense: np.ndarray | None
+    sentence: np.ndarray
 
 
 class Retriever:
-    """`mode` picks the candidates (hybrid, bm25 or dense); `steer` lets districts and years named
-    in the question put matching cases first. The eval switches both off for its ablation."""
+    """`mode` picks the candidates (hybrid, bm25 or dense); `steer` lets districts and years the
+    question asks about put matching cases first. The eval switches both off for its ablation."""
 
     def __init__(self, index: Index, embedder, cfg: Config | None = None, mode: str = "hybrid",
                  steer: bool = True):
@@ -60,44 +85,81 @@ class Retriever:
         self.cfg = cfg or Config.from_env()
         self.mode = mode
         self.steer = steer
+        self.rows = sentence_rows(index.chunks)
+        self.chunks_by_case: dict[str, list[Chunk]] = {}
+        for chunk in index.chunks:
+            self.chunks_by_case.setdefault(chunk.case.id, []).append(chunk)
+        self.rows_by_case: dict[str, list[int]] = {}
+        for i, (c, _) in enumerate(self.rows):
+            self.rows_by_case.setdefault(index.chunks[c].case.id, []).append(i)
         # Years a case is about: its collection's year and every year its text mentions.
         self.case_years: dict[str, set[int]] = {c: {case.year} for c, case in index.cases.items()}
         for chunk in index.chunks:
             self.case_years[chunk.case.id].update(int(y) for y in re.findall(r"(20\d\d)年", chunk.text))
+        # Per instance: the eval builds retrievers side by side. One search's scores serve the
+        # ranking, the features and every sentence the answer picks; repeated texts skip the model.
+        self._scores = lru_cache(maxsize=32)(self._compute)
+        self.query_vector = lru_cache(maxsize=256)(self._embed)
 
     def matches(self, case: Case, filters: Filters) -> bool:
         years = {case.year} if filters.collection_years else self.case_years[case.id]
         return (not filters.districts or case.district in filters.districts) and \
                (not filters.years or bool(years & set(filters.years)))
 
-    def bm25_scores(self, question: str) -> np.ndarray:
-        vocab = self.index.bm25.vocab_dict
-        tokens = [t for t in self.index.tokenizer(question) if t in vocab]
-        if not tokens:
-            return np.zeros(len(self.index.chunks), dtype=np.float32)
-        return np.asarray(self.index.bm25.get_scores(tokens), dtype=np.float32)
+    def tokens(self, text: str) -> list[str]:
+        return self.index.tokenizer(text)
 
-    def dense_scores(self, question: str) -> np.ndarray:
-        q = self.embedder.embed_queries([question]).astype(np.float32)
-        n = len(self.index.chunks)
+    def bm25_scores(self, text: str, bm25=None, n: int | None = None) -> np.ndarray:
+        bm25 = bm25 or self.index.bm25
+        n = len(self.index.chunks) if n is None else n
+        vocab = bm25.vocab_dict
+        tokens = [t for t in self.tokens(text) if t in vocab]
+        if not tokens:
+            return np.zeros(n, dtype=np.float32)
+        return np.asarray(bm25.get_scores(tokens), dtype=np.float32)
+
+    def dense_scores(self, text: str, vectors=None, n: int | None = None) -> np.ndarray:
+        vectors = vectors or self.index.vectors
+        n = len(self.index.chunks) if n is None else n
+        q = self.query_vector(text)
         pool = n if n <= FULL_RANK_MAX else CANDIDATES
-        sims, ids = self.index.vectors.search(q, pool)
+        sims, ids = vectors.search(q, pool)
         scores = np.full(n, -1.0, dtype=np.float32)
         keep = ids[0] >= 0
         scores[ids[0][keep]] = sims[0][keep]
         return scores
 
-    def search(self, question: str, k: int | None = None, filters: Filters | None = None) -> list[Hit]:
-        """The k best cases for the question. Filters named in the question put matching cases
+    def _embed(self, text: str) -> np.ndarray:
+        return self.embedder.embed_queries([text]).astype(np.float32)
+
+    def scores(self, text: str) -> Scores:
+        return self._scores(text)
+
+    def _compute(self, text: str) -> Scores:
+        lexical, semantic = self.mode in ("hybrid", "bm25"), self.mode in ("hybrid", "dense")
+        n_s = len(self.rows)
+        cb = self.bm25_scores(text) if lexical else None
+        cd = self.dense_scores(text) if semantic else None
+        sb = self.bm25_scores(text, self.index.sentence_bm25, n_s) if lexical else None
+        sd = self.dense_scores(text, self.index.sentence_vectors, n_s) if semantic else None
+        return Scores(cb, cd, self.fuse(cb, cd), sb, sd, self.fuse(sb, sd))
+
+    def search(self, query: Query | str, k: int | None = None, filters: Filters | None = None,
+               exclude: tuple[str, ...] = ()) -> list[Hit]:
+        """The k best cases for the query. Districts and years it asks about put matching cases
         first; an explicit `filters` replaces what the question implies."""
+        if isinstance(query, str):
+            query = parse(query)
         k = k or self.cfg.top_k
-        mode = self.mode
         if filters is None:
-            filters = Filters.from_question(question) if self.steer else Filters()
-        bm25 = self.bm25_scores(question) if mode in ("hybrid", "bm25") else None
-        dense = self.dense_scores(question) if mode in ("hybrid", "dense") else None
-        fused = self.fuse(bm25, dense)
-        return self.group(fused, bm25, dense, filters)[:k]
+            filters = Filters.from_query(query) if self.steer else Filters()
+        hits = [h for h in self.rank(query.search) if h.case.id not in exclude]
+        return sorted(hits, key=lambda h: not self.matches(h.case, filters))[:k]
+
+    def rank(self, text: str) -> list[Hit]:
+        """Every case with any evidence, best first, unsteered."""
+        s = self.scores(text)
+        return self.group(s)
 
     def fuse(self, bm25: np.ndarray | None, dense: np.ndarray | None) -> np.ndarray:
         if dense is None:
@@ -108,21 +170,39 @@ class Retriever:
             return 0.5 * _minmax(bm25) + 0.5 * _minmax(dense)
         return _rrf(bm25, self.cfg.rrf_k) + _rrf(dense, self.cfg.rrf_k)
 
-    def group(self, fused, bm25, dense, filters: Filters) -> list[Hit]:
+    def group(self, s: Scores) -> list[Hit]:
         hits: dict[str, Hit] = {}
-        for i in _top(fused, GROUPED):
+        for i in _top(s.chunk, GROUPED):
             chunk = self.index.chunks[i]
+            dense = float(s.chunk_dense[i]) if s.chunk_dense is not None else 0.0
+            bm25 = float(s.chunk_bm25[i]) if s.chunk_bm25 is not None else 0.0
             hit = hits.get(chunk.case.id)
             if hit is None:
-                hits[chunk.case.id] = Hit(chunk.case, float(fused[i]),
-                                          float(dense[i]) if dense is not None else 0.0,
-                                          float(bm25[i]) if bm25 is not None else 0.0, [chunk])
+                hits[chunk.case.id] = Hit(chunk.case, float(s.chunk[i]), dense, bm25, [chunk])
                 continue
             hit.chunks.append(chunk)
-            hit.dense = max(hit.dense, float(dense[i]) if dense is not None else 0.0)
-            hit.bm25 = max(hit.bm25, float(bm25[i]) if bm25 is not None else 0.0)
+            hit.dense, hit.bm25 = max(hit.dense, dense), max(hit.bm25, bm25)
+        for i in _top(s.sentence, GROUPED):
+            ev = self.evidence_at(i, s)
+            hit = hits.get(ev.chunk.case.id)
+            if hit is None:
+                hit = hits[ev.chunk.case.id] = Hit(ev.chunk.case, 0.0, 0.0, 0.0, [])
+            if not hit.sentences:
+                hit.score += ev.score
+            hit.sentences.append(ev)
+        return sorted(hits.values(), key=lambda h: -h.score)
 
-        return sorted(hits.values(), key=lambda h: (not self.matches(h.case, filters), -h.score))
+    def evidence_at(self, i: int, s: Scores) -> Evidence:
+        chunk_id, pos = self.rows[i]
+        chunk = self.index.chunks[chunk_id]
+        return Evidence(chunk, chunk.sentences[pos], float(s.sentence[i]),
+                        float(s.sentence_dense[i]) if s.sentence_dense is not None else 0.0,
+                        float(s.sentence_bm25[i]) if s.sentence_bm25 is not None else 0.0)
+
+    def case_evidence(self, case_id: str, text: str) -> list[Evidence]:
+        """Every sentence of one case, best first for the search text."""
+        s = self.scores(text)
+        return sorted((self.evidence_at(i, s) for i in self.rows_by_case[case_id]), key=lambda e: -e.score)
 
 
 def _top(scores: np.ndarray, k: int) -> np.ndarray:

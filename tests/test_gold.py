@@ -1,7 +1,11 @@
-"""The gold evaluation set (eval/gold.jsonl) is well-formed and grounded in the real seeds.
+"""The gold evaluation set (eval/gold.jsonl, format in eval/GOLD.md) is well-formed and grounded
+in the real seeds.
 
 Every answerable item names real cases, its districts are exactly those cases' districts, and
-every answer keyword and evidence clause can be found verbatim on one line of a gold case.
+every answer keyword and evidence clause can be found verbatim on one line of a gold case. The
+v2 additions hold their promised sizes: paraphrase groups in several registers, wrong premises,
+near misses with their grep notes, dialogues, deep details, complete lists; a group never
+straddles two splits.
 """
 
 import json
@@ -17,8 +21,11 @@ GOLD = Path(__file__).resolve().parent.parent / "eval" / "gold.jsonl"
 
 TYPES = {
     "which_district", "list_districts", "what_measure", "fact_number",
-    "comparison", "follow_up", "unanswerable",
+    "comparison", "follow_up", "unanswerable", "wrong_premise",
 }
+VARIANTS = {"plain", "verbose", "colloquial", "traditional", "english", "terse"}
+TAGS = {"deep", "near_miss", "dialogue"}
+SPLITS = {"train", "dev", "test"}
 MINIMUMS = {
     "which_district": 28, "list_districts": 16, "unanswerable": 16, "follow_up": 12,
     "what_measure": 10, "fact_number": 10, "comparison": 8,
@@ -68,15 +75,45 @@ def test_fields_and_ids(items):
         assert isinstance(it["question"], str) and it["question"].strip(), it["id"]
         assert isinstance(it["gold_case_ids"], list) and isinstance(it["gold_districts"], list)
         assert isinstance(it["answer_keywords"], list) and isinstance(it["evidence"], str)
-        assert it["split"] in {"dev", "test"}, it["id"]
+        assert it["split"] in SPLITS, it["id"]
+        assert it.get("variant", "plain") in VARIANTS, it["id"]
+        assert set(it.get("tags", [])) <= TAGS, it["id"]
         if it["type"] != "follow_up":
             assert "history" not in it, it["id"]
+
+
+def test_v2_sizes(items):
+    """The sizes the eval v2 issue asks for."""
+    assert len(items) >= 450
+    groups = Counter(it["group"] for it in items if "group" in it and it["type"] != "unanswerable")
+    assert sum(k >= 4 for k in groups.values()) >= 100  # an item and at least 3 variants
+    by = Counter(it["type"] for it in items)
+    tags = Counter(t for it in items for t in it.get("tags", []))
+    assert by["wrong_premise"] >= 30 and tags["near_miss"] >= 40 and tags["deep"] >= 40
+    assert sum(it["type"] == "follow_up" and "dialogue" in it.get("tags", []) for it in items) >= 40
+    assert sum(it["type"] == "list_districts" and bool(it.get("note")) for it in items) >= 30
+    assert {it.get("variant") for it in items} >= VARIANTS
+
+
+def test_groups_stay_in_one_split(items):
+    splits: dict[str, set] = {}
+    for it in items:
+        splits.setdefault(it.get("group") or it["id"], set()).add(it["split"])
+    assert not {g: s for g, s in splits.items() if len(s) > 1}
+
+
+def test_notes_and_premises(items):
+    for it in items:
+        if "near_miss" in it.get("tags", []):
+            assert it["type"] == "unanswerable" and it.get("note"), it["id"]
+        if it["type"] == "wrong_premise":
+            assert it.get("wrong"), it["id"]
 
 
 def test_questions_are_unique(items):
     qs = Counter(it["question"] for it in items if it["type"] != "follow_up")
     assert not [q for q, k in qs.items() if k > 1]
-    turns = Counter((it["history"][0]["content"], it["question"])
+    turns = Counter((json.dumps(it["history"], ensure_ascii=False), it["question"])
                     for it in items if it["type"] == "follow_up")
     assert not [t for t, k in turns.items() if k > 1]
 
@@ -158,7 +195,7 @@ def test_follow_ups_have_history(items):
         history = it.get("history")
         assert isinstance(history, list) and history, it["id"]
         for turn in history:
-            assert turn.keys() == {"role", "content"}, it["id"]
+            assert turn.keys() <= {"role", "content", "case_ids"} and {"role", "content"} <= turn.keys(), it["id"]
             assert turn["role"] in {"user", "assistant"} and turn["content"].strip(), it["id"]
         assert history[0]["role"] == "user", it["id"]
         assert history[-1]["role"] == "assistant", it["id"]
@@ -167,6 +204,7 @@ def test_follow_ups_have_history(items):
 def test_split_is_balanced(items):
     by_type = Counter((it["type"], it["split"]) for it in items)
     for typ in {it["type"] for it in items}:
-        assert by_type[(typ, "dev")] and by_type[(typ, "test")], typ
-    dev = sum(it["split"] == "dev" for it in items) / len(items)
-    assert 0.4 <= dev <= 0.6, dev
+        assert all(by_type[(typ, s)] for s in SPLITS), typ
+    share = Counter(it["split"] for it in items)
+    assert 0.35 <= share["train"] / len(items) <= 0.6, share
+    assert 0.15 <= share["dev"] / len(items) and 0.2 <= share["test"] / len(items), share

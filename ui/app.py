@@ -17,7 +17,8 @@ from html import escape
 import gradio as gr
 
 from rag.answer import Answer
-from rag.chain import AnswerChain, BadQuestion, normalise
+from rag.chain import AnswerChain, BadQuestion, clean
+from rag.question import EMPTY
 from rag.config import Config
 from rag.index import IndexError_
 from ui.render import Renderer
@@ -125,10 +126,11 @@ def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
                 "years": years or None}
 
     def respond(question: str, messages: list, history: list, districts, years) -> Iterator[tuple]:
-        """Streams one turn into the chat; `history` keeps the plain text the chain reads."""
+        """Streams one turn into the chat; `history` keeps the text and case ids the chain reads."""
         try:
             # The chain's own check, made before the question enters the transcript.
-            normalise(question, cfg.max_question_chars)
+            if not clean(question, cfg.max_question_chars)[0]:
+                raise BadQuestion(EMPTY)
         except BadQuestion as e:
             raise refusal(str(e)) from None
         shown = messages + [{"role": "user", "content": render.user(question)},
@@ -140,7 +142,7 @@ def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
                 if isinstance(piece, Answer):
                     shown[-1] = {"role": "assistant", "content": render.answer(piece)}
                     history = history + [{"role": "user", "content": question},
-                                         {"role": "assistant", "content": piece.answer}]
+                                         {"role": "assistant", "content": piece.answer, "case_ids": piece.case_ids}]
                 else:
                     text += piece
                     shown[-1] = {"role": "assistant", "content": render.partial(text)}

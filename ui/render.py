@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
-from rag.answer import NO_DISTRICT, Answer, Citation
+from rag.answer import NO_DISTRICT, Answer, Citation, line_span
 from rag.corpus import Case, clean, read_lines
 
 CITE = re.compile(r"\[(\d+)\]")
@@ -44,11 +44,6 @@ def lines_html(text: str, headed: bool = False) -> str:
             classes.append("lead")
         out.append(f'<div class="{" ".join(classes)}">{inline(line)}</div>')
     return "".join(out)
-
-
-def line_span(lines: tuple[int, int] | list[int]) -> str:
-    a, b = lines
-    return f"第{a}行" if a == b else f"第{a}–{b}行"
 
 
 def location(source: str, lines) -> str:

@@ -1,0 +1,339 @@
+"""(text, history) → Query: every rule that reads a question's wording lives here.
+
+The rest of the chain never looks at the words again: retrieval searches `Query.search`, steers
+by `Query.districts` and `Query.years`, and the answer takes its shape from `Query.kind`,
+`Query.wants` and `Query.follow`. What the question merely mentions (a city in an aside, a place
+one travels to) is kept apart from what it asks about, and what it claims ("徐汇区的国际人才港")
+is kept as a claim for the evidence to confirm or correct, not as a filter that hides the truth.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+from rag.corpus import place_mentions
+
+# Lone surrogates too: Python's stand-ins for undecodable bytes, which nothing can encode.
+INVISIBLE = re.compile(r"[\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
+EMPTY = "问题是空的：请输入一个关于上海各区优化营商环境案例的问题。"
+
+KINDS = ("which_district", "list_districts", "what_measure", "fact_number", "comparison")
+KIND_RULES = (
+    ("comparison", re.compile(r"对比|比较|相比|区别|异同|不同|分别|各自|和.{1,8}(相比|比)|差别|差异|\bvs\b|compare|difference")),
+    ("list_districts", re.compile(r"哪些区|哪几个区|几个区|多少个区|有哪些地方|各区|都有哪些|哪些.{0,6}区|还有(哪|别的|其他|其它)的?区|"
+                                  r"别的区|其他区|其它区|which districts|what districts|other districts")),
+    ("which_district", re.compile(r"哪个区|哪一个区|哪个地方|哪区|是哪里|在哪里|哪个区县|是哪儿|那个区|哪家区|which district|"
+                                  r"where (?:is|was|in shanghai)")),
+    ("fact_number", re.compile(r"多少|几[天个项家年月次人名倍成户件笔条所批]|哪一?年|什么时候|何时|几号|"
+                               r"比例|百分|压缩到|缩短到|减少到|提高到|数量|规模|金额|how (?:many|much|long)|"
+                               r"what year|when did|number of|percentage")),
+    ("what_measure", re.compile(r"做法|举措|措施|怎么|如何|采取|经验|具体|干了什么|做了什么|有什么|内容|机制|成效|效果|"
+                                r"what did|how did|how does|what (?:is|are|was)")),
+)
+# What part of a case the question wants, beyond the kind.
+WANTS = (
+    ("effect", re.compile(r"成效|效果|成果|取得了?什么|结果|怎么样了|results?|effect|outcome|impact")),
+    ("year", re.compile(r"哪一?年|什么时候|何时|哪批|哪一批|入选|what year|which year|when")),
+)
+
+YEAR = re.compile(r"(20\d\d)\s*(?:年度?|年)?")
+# A collection named by its place in a series or its list ("第一批", "良好实践").
+BATCH = re.compile(r"第([一二三四五六七八九十\d]+)批")
+LISTS = ("优秀案例", "良好实践", "特色案例")
+# A year that names a collection ("2020年的案例集", "2018年度优秀案例"), not an event inside a case.
+COLLECTION_YEAR = re.compile(r"(20\d\d)\s*年度?[^，。？?]{0,16}(优秀案例|案例集|特色案例|良好实践|评选|排名|那批|这批|一批|案例)")
+# "不用再跑浦东": a place one travels to is not the district asked about.
+TRAVEL = re.compile(r"(?:跑|去|赶|赴|来)(?:到|去|往)?[\u4e00-\u9fff]{2,4}?(?=[，。？?、,！]|$|办|送|跑)")
+QUOTED = re.compile(r"[“\"「『《‘']([^”\"」』》’']{2,20})[”\"」』》’']")
+# "多少名/几天/多少钱": the unit a figure is asked in.
+ASKED_UNIT = re.compile(r"(?:多少|几)(?:个|名)?([天个项家年月次人名倍户件笔条台场元万亿小时分钟秒%张所批])"
+                        r"|多少[^，。？?]{0,4}?(钱|补贴|资金|投资|费用|经费)|(第)几")
+# Places outside Shanghai a user may name, as the subject of a question or in passing.
+ELSEWHERE = ("北京", "深圳", "广州", "杭州", "苏州", "南京", "成都", "天津", "重庆", "武汉", "西安", "宁波",
+             "厦门", "青岛", "合肥", "长沙", "郑州", "济南", "雄安", "香港", "澳门", "台湾", "海淀", "朝阳区",
+             "无锡", "昆山", "嘉兴", "温州", "东莞", "佛山", "珠海", "新加坡", "全国", "国家层面", "外省")
+# Pronouns and openers that lean on the previous turn.
+ANAPHORA = re.compile(r"^(那么?|还有|另外|它|他们|这个|这些|该|其|此|这|那)|呢[？?]?$|后来|上面|刚才|前面|这项|这一|"
+                      r"该案例|它们|他们|其中|这个做法|那个|同一个|同一年|这家|^(and|what about|how about)\b|\b(it|they|this|that)\b")
+# The kind of move a follow-up makes.
+MOVES = (
+    ("other_districts", re.compile(r"别的区|其他区|其它区|还有(哪|什么|别的|其他)|哪些区也|other districts|anyone else|any other")),
+    ("earlier", re.compile(r"之前|以前|前一年|早些|更早|上一批|前一批|往年|2019|第一批|earlier|before")),
+    ("later", re.compile(r"后来|之后|后一年|升级|新一批|下一批|最新|later|after|upgrade")),
+)
+SENTENCE_STOP = re.compile(r"[。！？!?；;\n]")
+CLAUSE = re.compile(r"[，,。！？!?；;：:\n]")
+
+# English names for the places and the words of this corpus: the BM25 side needs Chinese tokens;
+# the dense side is multilingual and reads the English as it is.
+GLOSSARY = {
+    "pudong": "浦东新区", "huangpu": "黄浦区", "xuhui": "徐汇区", "changning": "长宁区", "jing'an": "静安区",
+    "jingan": "静安区", "jing an": "静安区", "putuo": "普陀区", "hongkou": "虹口区", "yangpu": "杨浦区",
+    "minhang": "闵行区", "baoshan": "宝山区", "jiading": "嘉定区", "jinshan": "金山区", "songjiang": "松江区",
+    "qingpu": "青浦区", "fengxian": "奉贤区", "chongming": "崇明区",
+    "zhangjiang": "张江", "lingang": "临港", "lujiazui": "陆家嘴", "caohejing": "漕河泾", "hongqiao": "虹桥",
+    "north bund": "北外滩", "zizhu": "紫竹", "yangtze river delta": "长三角",
+    "talent": "人才", "foreign": "外国", "work permit": "工作许可", "residence permit": "居留许可",
+    "one-stop": "一站式", "one stop": "一站式", "one window": "一窗", "single window": "一窗",
+    "online": "一网通办 线上", "tax": "税", "refund": "退税", "invoice": "发票", "credit": "信用",
+    "credit repair": "信用修复", "agent": "代办", "proxy": "代办", "on behalf": "代办", "concierge": "帮办",
+    "business license": "营业执照", "license": "证照", "permit": "许可", "bank": "银行", "loan": "贷款",
+    "financing": "融资", "guarantee": "担保", "approval": "审批", "construction": "施工 工程建设",
+    "night": "夜间", "medical device": "医疗器械", "legal": "法律", "lawyer": "律师", "court": "法院",
+    "mediation": "调解", "dispute": "纠纷", "registered address": "住所 注册地址", "address": "住所 地址",
+    "shop": "商铺", "mall": "商场", "store": "商铺", "building": "楼宇", "park": "园区", "startup": "创业",
+    "entrepreneur": "创业", "employment": "就业", "job": "就业", "measurement": "计量",
+    "metrology": "计量", "supervision": "监管", "regulation": "监管", "ranking": "排名", "days": "天",
+    "working days": "工作日", "qr code": "码", "code": "码", "platform": "平台", "hotline": "热线",
+    "listing": "上市", "ipo": "上市", "compliance": "合规", "recruit": "招聘 揽才", "homestay": "民宿",
+    "flower expo": "花博", "expo": "博览会", "survey": "调查", "experience officer": "体验官",
+}
+ENGLISH_KINDS = {"which districts": "哪些区", "which district": "哪个区", "how many days": "几天",
+                 "how long": "多久", "how many": "多少", "what year": "哪一年"}
+
+
+@dataclass(frozen=True)
+class Follow:
+    """What a follow-up leans on: the previous question, the cases the last answer showed, and the
+    move it makes ("那X区呢" → swap_district; "它的成效" → same_case; "还有别的区吗" → other_districts)."""
+
+    previous: "Query"
+    shown: tuple[str, ...]  # case ids, when the history carries them
+    move: str
+    last_answer: str = ""  # the last answer's first line, which names its case, for plain-text history
+
+
+@dataclass(frozen=True)
+class Query:
+    raw: str  # as typed, cleaned of invisible characters and cut to the budget
+    text: str  # Simplified, half-width: what rules and the search read
+    language: str  # "zh" or "en"
+    kind: str
+    districts: tuple[str, ...] = ()  # asked about
+    mentioned: tuple[str, ...] = ()  # named in passing (an aside, a place one travels to)
+    elsewhere: tuple[str, ...] = ()  # places outside Shanghai the question is about
+    years: tuple[int, ...] = ()
+    collection: str = ""  # a collection the question names: "2020", "第三批", "良好实践"…
+    figures: tuple[str, ...] = ()  # units asked for: 天, 家, 元…
+    quoted: tuple[str, ...] = ()  # programme names in quotes
+    wants: str = ""  # "effect", "year" or "" (the case as such)
+    topic: str = ""  # the text without district names: what the question is about
+    follow: Follow | None = None
+    note: str = ""  # for the user: the question was cut
+
+    @property
+    def search(self) -> str:
+        """The text to search with: a follow-up carries its topic from the turn before."""
+        if self.follow and self.follow.move == "swap_district":
+            return " ".join((*self.districts, self.follow.previous.topic, self.topic))
+        if self.follow:
+            return f"{self.follow.previous.search} {self.text}"
+        return self.text
+
+    @property
+    def claims(self) -> bool:
+        """The question attributes something to a district ("徐汇区的国际人才港是怎么做的")."""
+        return bool(self.districts) and self.kind not in ("list_districts", "comparison")
+
+
+class BadQuestion(ValueError):
+    """A question that cannot be asked; the message is for the user."""
+
+
+@lru_cache(maxsize=1)
+def _t2s():
+    import opencc
+
+    return opencc.OpenCC("t2s")
+
+
+def clean(text: str, max_chars: int) -> tuple[str, str]:
+    """Cut first, then normalise: NFKC is quadratic on runs of combining marks, so it only ever
+    sees a bounded text. Returns (text, a note for the user when it was cut)."""
+    text = INVISIBLE.sub("", text or "")
+    note = ""
+    if len(text) > max_chars:
+        note = f"问题太长（{len(text)} 字），只按前 {max_chars} 字检索。"
+        text = text[:max_chars]
+    return unicodedata.normalize("NFKC", text).strip(), note
+
+
+def normalise(text: str) -> str:
+    """Traditional → Simplified, so that 浦東新區 finds 浦东新区."""
+    return _t2s().convert(text)
+
+
+def language(text: str) -> str:
+    latin = len(re.findall(r"[A-Za-z]", text))
+    han = len(re.findall(r"[\u4e00-\u9fff]", text))
+    return "en" if latin > 3 * han else "zh"
+
+
+def from_english(text: str) -> str:
+    """The English question with Chinese names and terms added beside the words they translate."""
+    low = text.lower()
+    added = [zh for en, zh in sorted(GLOSSARY.items(), key=lambda kv: -len(kv[0]))
+             if re.search(rf"(?<![a-z]){re.escape(en)}s?(?![a-z])", low)]
+    added += [zh for en, zh in ENGLISH_KINDS.items() if en in low]
+    return f"{text} {' '.join(dict.fromkeys(added))}".strip()
+
+
+def detect_kind(text: str) -> str:
+    low = text.lower()
+    for kind, pattern in KIND_RULES:
+        if pattern.search(low):
+            if kind == "comparison" and len(places(text)[0]) < 2 and not re.search(r"对比|比较|compare", low):
+                continue
+            return kind
+    return "what_measure"
+
+
+def places(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(districts asked about, districts named in passing). A district one travels to ("不用再跑浦东")
+    or named in a clause that is not the question is mentioned, not asked about."""
+    travel = {d for m in TRAVEL.finditer(text) for d in _districts(m.group(0))}
+    asked, passing = [], []
+    clauses = [c for c in CLAUSE.split(text) if c.strip()]
+    # An aside ("我老家在宁波，…", "我们在浦东有个厂，…") sits in an earlier clause than the
+    # question; when no clause asks anything, every clause counts.
+    asking = [c for c in clauses if _asks(c)] or clauses
+    for clause in clauses:
+        for d in _districts(clause):
+            (asked if clause in asking and d not in travel else passing).append(d)
+    asked = list(dict.fromkeys(asked))
+    return tuple(asked), tuple(d for d in dict.fromkeys(passing) if d not in asked)
+
+
+def _districts(text: str) -> list[str]:
+    return list(dict.fromkeys(d for _, _, d in place_mentions(text)))
+
+
+def _asks(clause: str) -> bool:
+    return bool(re.search(r"哪|什么|怎么|如何|多少|几|吗|呢|么|啥|咋|有没有|是否|请问|介绍|说说|讲讲|\?|？|"
+                          r"做法|举措|经验|案例|which|what|how|where|when|does|did|is there", clause.lower()))
+
+
+def elsewhere(text: str) -> tuple[str, ...]:
+    """Places outside Shanghai the question is about: named in the clause that asks, and not as
+    the place the asker comes from ("我们在南京也有分公司" is an aside)."""
+    clauses = [c for c in CLAUSE.split(text) if c.strip()]
+    asking = [c for c in clauses if _asks(c)] or clauses[-1:]
+    out = []
+    for clause in asking:
+        for place in ELSEWHERE:
+            if place in clause and not re.search(rf"(我|我们|老家|公司|分公司|以前|之前|原来)[^，,。]{{0,6}}{place}", clause):
+                out.append(place)
+    return tuple(dict.fromkeys(out))
+
+
+def figures(text: str) -> tuple[str, ...]:
+    return tuple(next(g for g in m.groups() if g) for m in ASKED_UNIT.finditer(text))
+
+
+def collection(text: str) -> str:
+    m = COLLECTION_YEAR.search(text)
+    if m:
+        return m.group(1)
+    m = BATCH.search(text)
+    if m:
+        return f"第{m.group(1)}批"
+    return next((name for name in LISTS if name in text), "")
+
+
+def topic(text: str) -> str:
+    """The question without the districts and places it names: what it is about."""
+    out = text
+    for _, word, _ in sorted(place_mentions(text), key=lambda m: -m[0]):
+        out = out.replace(word, " ", 1)
+    return re.sub(r"\s+", " ", out).strip()
+
+
+def parse(text: str, history: list[dict] | None = None, max_chars: int = 2000,
+          shown: tuple[str, ...] = ()) -> Query:
+    """The one entry point. `history` is the chat so far ([{"role", "content", "case_ids"?}]);
+    `shown` the case ids of the last answer when the caller knows them."""
+    raw, note = clean(text, max_chars)
+    if not raw:
+        raise BadQuestion(EMPTY)
+    query = _parse_one(raw, note)
+    previous = _previous(history or [], max_chars)
+    if previous is None or not _leans_on_history(query):
+        return query
+    shown = shown or _shown(history or [])
+    move = _move(query)
+    kind = query.kind
+    if move == "swap_district" and not names_a_kind(query.text):
+        kind = previous.kind
+    elif move == "other_districts":
+        kind = "list_districts"
+    elif move == "same_case" and query.wants:
+        kind = "fact_number" if query.wants == "year" else "what_measure"
+    return replace(query, kind=kind, follow=Follow(previous, shown, move, _last_answer(history or [])))
+
+
+def _parse_one(raw: str, note: str = "") -> Query:
+    lang = language(raw)
+    text = normalise(from_english(raw) if lang == "en" else raw)
+    asked, passing = places(text)
+    years = tuple(int(y) for y in YEAR.findall(text))
+    wants = next((w for w, p in WANTS if p.search(text.lower())), "")
+    return Query(raw=raw, text=text, language=lang, kind=detect_kind(text), districts=asked,
+                 mentioned=passing, elsewhere=elsewhere(text), years=years, collection=collection(text),
+                 figures=figures(text), quoted=tuple(dict.fromkeys(m.group(1).strip() for m in QUOTED.finditer(text))),
+                 wants=wants, topic=topic(text), note=note)
+
+
+def names_a_kind(text: str) -> bool:
+    """The question's own words name a kind (as opposed to "那松江区呢？", which borrows one)."""
+    return any(p.search(text.lower()) for _, p in KIND_RULES)
+
+
+def _previous(history: list[dict], max_chars: int) -> Query | None:
+    """The last user turn that stood on its own: a follow-up's topic is the original question's."""
+    users = [m for m in history if m.get("role") == "user" and str(m.get("content") or "").strip()]
+    parsed = []
+    for m in users[-4:]:
+        text, _ = clean(str(m["content"]), max_chars)
+        if text:
+            parsed.append(_parse_one(text))
+    standing = [q for q in parsed if not _leans_on_history(q)]
+    return (standing or parsed or [None])[-1]
+
+
+def _leans_on_history(query: Query) -> bool:
+    """A question that needs the turn before: anaphora, or too short to stand alone."""
+    standalone = query.quoted or (len(query.topic) > 14 and not ANAPHORA.search(query.text.lower()))
+    if ANAPHORA.search(query.text.lower()):
+        return True
+    return not standalone and len(query.text) <= 14
+
+
+def _move(query: Query) -> str:
+    low = query.text.lower()
+    for move, pattern in MOVES:
+        if pattern.search(low):
+            return move
+    if query.districts:
+        return "swap_district"
+    return "same_case"
+
+
+def _last_answer(history: list[dict]) -> str:
+    replies = [str(m.get("content") or "") for m in history if m.get("role") == "assistant"]
+    return replies[-1].strip().split("\n")[0] if replies else ""
+
+
+def _shown(history: list[dict]) -> tuple[str, ...]:
+    """The case ids of the last answer, when the history carries them."""
+    for m in reversed(history):
+        if m.get("role") == "assistant":
+            ids = m.get("case_ids")
+            if isinstance(ids, list):
+                return tuple(str(i) for i in ids if isinstance(i, str))
+            return ()
+    return ()
+
+
