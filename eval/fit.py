@@ -151,7 +151,7 @@ def scores(d: Decisions, rows: dict[str, list[dict]]) -> dict[str, float]:
     neg = [r for r in ans if not r["y"]]
     prem_pos = [r for r in rows["premise"] if r["y"]]
     prem_neg = [r for r in rows["premise"] if not r["y"]]
-    mean = lambda xs: float(np.mean(xs)) if xs else float("nan")
+    mean = lambda xs: float(np.mean(xs)) if xs else None
     return {
         "false_abstention": mean([d.answerable(r["x"]) < d.answer_threshold for r in pos]),
         "abstention": mean([d.answerable(r["x"]) < d.answer_threshold for r in neg]),
@@ -173,8 +173,11 @@ def cross_validate(rows: dict[str, list[dict]], seed: int = 0) -> dict[str, dict
         d = fit_all(folded, {"rest"}, {"rest"})
         held = {name: [r for r in rs if r["split"] == "held"] for name, rs in folded.items()}
         results.append(scores(d, held))
-    return {m: {"mean": round(float(np.nanmean([r[m] for r in results])), 4),
-                "sd": round(float(np.nanstd([r[m] for r in results])), 4)} for m in results[0]}
+    out = {}
+    for m in results[0]:
+        xs = [r[m] for r in results if r[m] is not None]
+        out[m] = {"mean": round(float(np.mean(xs)), 4), "sd": round(float(np.std(xs)), 4)} if xs else None
+    return out
 
 
 def main(argv=None) -> None:
@@ -199,7 +202,7 @@ def main(argv=None) -> None:
         "model": chain.answerer.retriever.index.manifest["model"],
         "rows": {name: {s: sum(r["split"] == s for r in rs) for s in ("train", "dev")} for name, rs in rows.items()},
         "targets": {"false_abstention_max": TARGET_FALSE_ABSTENTION, "false_correction_max": TARGET_FALSE_CORRECTION},
-        "dev": {k: round(v, 4) for k, v in scores(d, dev).items()},
+        "dev": {k: None if v is None else round(v, 4) for k, v in scores(d, dev).items()},
         "cv5_train_dev": cross_validate(rows),
     }
     d = Decisions(d.answer_model, d.member_model, d.premise_model, d.sentence_model, provenance)

@@ -29,6 +29,7 @@ WEAK = "材料中最接近的内容是："
 # A sentence that leans on the one before it ("同时，…", "该平台…") is shown with it.
 LEANS = re.compile(r"^(同时|此外|另外|其中|并且|而且|对此|为此|据此|该|这|此|上述|以上|通过这)")
 NUMBER = re.compile(r"\d|[一二两三四五六七八九十百千万]+[天个项家年月次%名户件笔条]")
+FIGURE = r"(?:\d[\d.,，]*|[一二两三四五六七八九十百千万]+)\s*(?:多|余|近)?"
 # The parts of a case a question about its results or its method reads.
 EFFECT_SECTION = re.compile(r"成效|效果|成果")
 METHOD_SECTION = re.compile(r"做法|举措|主要|措施|功能")
@@ -176,6 +177,11 @@ class Answerer:
             "relative": hit.score / top.score if top.score else 0.0,
             "quoted": (sum(q.lower() in case_text for q in quoted) / len(quoted)) if quoted else 1.0,
             "unknown": sum(w for t, w in terms.items() if t not in self.idf) / total,
+            # The rarest thing asked that the case never mentions ("电话", "升级版", "奖金").
+            "missing_rarest": max((w for t, w in terms.items() if t not in case_text), default=0.0) / self.unknown_idf,
+            "figure_missing": float(bool(query.figures) and not any(
+                re.search(FIGURE + re.escape(u), e.sentence.text) for u in query.figures for e in hit.sentences[:8])),
+            "terms": math.log1p(sum(terms.values())),
             "elsewhere": float(bool(query.elsewhere)),
             "english": float(query.language == "en"),
         }
@@ -186,6 +192,7 @@ class Answerer:
         return {"fused": e.score * 100, "dense": e.dense, "bm25": math.log1p(max(e.bm25, 0.0)),
                 "coverage": self.coverage(terms, text), "heading": float(e.sentence.heading),
                 "figure": float(bool(query.figures or query.kind == "fact_number") and bool(NUMBER.search(text))),
+                "unit": float(any(re.search(FIGURE + re.escape(u), text) for u in query.figures)),
                 "effect": float(query.wants == "effect" and any(EFFECT_SECTION.search(p) for p in e.chunk.section)),
                 "short": float(len(text) < 20)}
 
@@ -195,10 +202,10 @@ class Answerer:
                   for e in self.retriever.case_evidence(case.id, text)]
         return sorted(scored, key=lambda pe: -pe[0])
 
-    def pick(self, query: Query, case: Case, text: str, n: int, where=None) -> list[Evidence]:
+    def pick(self, query: Query, case: Case, text: str, n: int, where=None, in_order: bool = True) -> list[Evidence]:
         """The case's n sentences that best answer `text` by the fitted sentence model, in document
-        order; a sentence that leans on the one before it brings that one along. Title lines are
-        not evidence."""
+        order (or best first); a sentence that leans on the one before it brings that one along.
+        Title lines are not evidence."""
         chosen: list[Evidence] = []
         ranked = [e for _, e in self.ranked_sentences(query, case, text)]
         if where:
@@ -218,6 +225,8 @@ class Answerer:
             if before is not None and all(before.sentence != c.sentence for c in chosen + out):
                 out.append(before)
             out.append(e)
+        if not in_order:
+            return out
         return sorted(out, key=lambda e: (e.sentence.line, e.chunk.id, e.chunk.sentences.index(e.sentence)))
 
     def neighbour(self, e: Evidence) -> Evidence | None:
@@ -299,12 +308,17 @@ class Answerer:
         correction, trace = "", {"plan": plan.text}
         if query.collection and self.missing_collection(query.collection):
             correction = self.no_such_collection(query.collection)
-        elif query.claims and not query.follow and best is not top and top.case.district \
-                and top.case.district not in query.districts:
-            trace["premise"] = self.premise_features(query, top, best, plan.text)
-            if self.decisions.premise(trace["premise"]) >= self.decisions.premise_threshold:
-                correction = self.correct(query, top)
-                best, in_filter = top, [top] + [h for h in ranked if h is not top]
+        elif (query.claims or query.years) and not query.follow:
+            # The question places the practice in a district or a year. Where the evidence for the
+            # practice itself, searched without the place names that would pull towards the claim,
+            # lies elsewhere, the premise may be wrong; the fitted model decides.
+            unbiased = self.retriever.rank(query.topic)[0] if query.topic else top
+            if not self.retriever.matches(unbiased.case, plan.filters) and (best is None or unbiased.case != best.case):
+                trace["premise"] = self.premise_features(query, unbiased, best, query.topic)
+                if self.decisions.premise(trace["premise"]) >= self.decisions.premise_threshold:
+                    correction = self.correct(query, unbiased)
+                    top = next((h for h in ranked if h.case == unbiased.case), unbiased)
+                    best, in_filter = top, [top] + [h for h in ranked if h is not top]
         if best is None:
             return self.not_found(query, plan.kind, ranked)
         # The ranking the answer stands on, steered: what the eval scores as retrieval.
@@ -313,8 +327,8 @@ class Answerer:
 
         trace["answerable"] = self.features(query, best, top, plan.text)
         p = self.decisions.answerable(trace["answerable"])
-        if p < self.decisions.answer_threshold and not correction and not plan.only:
-            answer = self.not_found(query, plan.kind, ranked, p=p)
+        if p < self.decisions.answer_threshold and not plan.only:
+            answer = self.not_found(query, plan.kind, ranked, p=p, note=correction)
             answer.trace.update(trace)
             return answer
         kind = plan.kind
@@ -323,7 +337,7 @@ class Answerer:
         answer = compose(query, plan, in_filter, ranked)
         answer.trace.update(trace)
         answer.confidence = p
-        if p < 0.5 and not correction and not plan.only:
+        if p < 0.5 and not plan.only:
             answer.evidence = "weak"
             answer.answer = f"{WEAK}\n{answer.answer}"
         if correction:
@@ -347,7 +361,8 @@ class Answerer:
     def premise_features(self, query: Query, top: Hit, best: Hit | None, text: str) -> dict[str, float]:
         ft = self.features(query, top, top, text)
         fb = self.features(query, best, top, text) if best else dict.fromkeys(ft, 0.0)
-        return {"relative_in_claim": fb["relative"],
+        return {"in_claim": float(best is not None),
+                "relative_in_claim": fb["relative"],
                 "quoted_gap": ft["quoted"] - fb["quoted"],
                 "coverage_gap": ft["coverage_sentence"] - fb["coverage_sentence"],
                 "dense_gap": ft["dense_sentence"] - fb["dense_sentence"],
@@ -356,13 +371,18 @@ class Answerer:
     def correct(self, query: Query, top: Hit) -> str:
         c = top.case
         name = f"“{query.quoted[0]}”" if query.quoted else f"《{c.title}》"
-        claimed = "、".join(query.districts)
-        return f"更正：{name}是{district_label(c)}的做法（{c.collection}，{c.year}年），不是{claimed}。"
+        if query.districts and c.district not in query.districts:
+            wrong = "、".join(query.districts)
+        else:
+            wrong = "、".join(f"{y}年" for y in query.years) + "的案例"
+        return f"更正：{name}是{district_label(c)}的做法（{c.collection}，{c.year}年），不是{wrong}。"
 
-    def not_found(self, query: Query, kind: str, hits: list[Hit], p: float = 0.0) -> Answer:
+    def not_found(self, query: Query, kind: str, hits: list[Hit], p: float = 0.0, note: str = "") -> Answer:
         where = ""
         if query.elsewhere:
             where = f"现有材料只收录上海各区的案例，不涉及{query.elsewhere[0]}。"
+        elif note:
+            where = note.split("。")[0].removeprefix("注意：") + "。"
         text = f"{NOT_FOUND}能回答这个问题的内容。" + where
         related = [{"case_id": h.case.id, "district": district_label(h.case), "case_title": h.case.title,
                     "collection": h.case.collection, "year": h.case.year, "source": h.case.source,
@@ -419,7 +439,7 @@ class Answerer:
             shown = {e.sentence for e in heads}
             picked = [e for e in self.pick(query, top.case, plan.text, 3) if e.sentence not in shown][:2 if heads else 3]
         else:
-            picked = self.pick(query, top.case, plan.text, 3)
+            picked = self.pick(query, top.case, plan.text, 4)
         lines += [f"- {e.sentence.text}{cites.cite(e.chunk, e.sentence)}" for e in picked]
         return self._answer(query, plan.kind, lines, cites, [top])
 
@@ -429,10 +449,9 @@ class Answerer:
         if query.wants == "year" and not query.figures:
             return self.what_measure(query, plan, hits, ranked)
         # Figures first: of the best sentences, those that hold a number lead.
-        picked = self.pick(query, top.case, plan.text, 3)
-        # The sentences that hold a figure lead (the model ranks them; the display orders them).
-        lead = [e for e in picked if NUMBER.search(e.sentence.text)][:2] or picked[:1]
-        rest = [e for e in picked if e not in lead]
+        # Best first: the sentence that holds the figure leads.
+        picked = self.pick(query, top.case, plan.text, 3, in_order=False)
+        lead, rest = picked[:1], picked[1:]
         lines = [e.sentence.text + cites.cite(e.chunk, e.sentence) for e in lead]
         lines.append(f"出处：{district_label(top.case)} —— {case_label(top.case)}")
         lines += [e.sentence.text + cites.cite(e.chunk, e.sentence) for e in rest]

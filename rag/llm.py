@@ -90,5 +90,7 @@ def generate(llm, question: str, grounded: Answer, answerer=None) -> Iterator[st
         # A reply that cites no source is not shown: a guess, or an instruction that text in the
         # question or a source talked the model into following.
         return Answer(question, f"{NOT_FOUND}相关内容。", False, [], [], grounded.kind,
-                      grounded.related, f"llm:{name}")
-    return Answer(question, text, True, districts, cited, grounded.kind, [], f"llm:{name}")
+                      grounded.related, f"llm:{name}", evidence="none")
+    return Answer(question, text, True, districts, cited, grounded.kind, [], f"llm:{name}",
+                  case_ids=list(dict.fromkeys(c.case_id for c in cited)), evidence=grounded.evidence,
+                  confidence=grounded.confidence, correction=grounded.correction)

@@ -178,7 +178,8 @@ def from_english(text: str) -> str:
     added = [zh for en, zh in sorted(GLOSSARY.items(), key=lambda kv: -len(kv[0]))
              if re.search(rf"(?<![a-z]){re.escape(en)}s?(?![a-z])", low)]
     added += [zh for en, zh in ENGLISH_KINDS.items() if en in low]
-    return f"{text} {' '.join(dict.fromkeys(added))}".strip()
+    # In front: after the question mark they would stand in a clause of their own, not the question's.
+    return f"{' '.join(dict.fromkeys(added))} {text}".strip()
 
 
 def detect_kind(text: str) -> str:

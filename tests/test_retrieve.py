@@ -1,5 +1,6 @@
 import pytest
 
+from rag.question import parse
 from rag.retrieve import Filters, Retriever, as_langchain
 
 
@@ -24,12 +25,18 @@ def test_results_are_grouped_by_case(retriever):
     ids = [h.case.id for h in hits]
     assert len(ids) == len(set(ids))
     assert {"2021-12", "2022-e10"} <= set(ids[:3])
-    assert all(h.chunks for h in hits)
+    assert all(h.chunks and h.sentences for h in hits)
+
+
+def test_sentences_are_evidence_of_their_own(retriever):
+    """The sentence that carries a detail ranks first in its case, though its chunk is about more."""
+    best = retriever.case_evidence("2019-01", "外国高端人才来华工作居留审批压减到几天")[0]
+    assert "5天" in best.sentence.text
 
 
 def test_filters_from_the_question(retriever):
-    assert Filters.from_question("浦东和临港2022年度的做法") == Filters(("浦东新区",), (2022,))
-    assert Filters.from_question("漕河泾开发区和静安区") == Filters(("徐汇区", "静安区"), ())
+    assert Filters.from_query(parse("浦东和临港2022年度的做法")) == Filters(("浦东新区",), (2022,))
+    assert Filters.from_query(parse("漕河泾开发区和静安区的做法")) == Filters(("徐汇区", "静安区"), ())
     hits = retriever.search("静安区在办税方面有什么做法？", k=5)
     assert hits[0].case.district == "静安区"
 

@@ -1,0 +1,110 @@
+"""Question understanding, table-driven: every rule that reads a question's wording is in
+rag/question.py, and each row here is a wording it must read right, with the paraphrases that
+would break a rule written to one phrasing."""
+
+import pytest
+
+from rag.question import BadQuestion, clean, detect_kind, parse
+
+
+@pytest.mark.parametrize("question,kind", [
+    ("哪个区推出了“一楼一事办”？", "which_district"),
+    ("一楼一事办是哪个区搞的", "which_district"),
+    ("Which district runs the Zhengyintong bank service?", "which_district"),
+    ("哪些区搞了企业代办服务？", "list_districts"),
+    ("有哪些区都做了信用修复？", "list_districts"),
+    ("Which districts offer agents who handle approvals for companies?", "list_districts"),
+    ("静安区在办税方面有什么做法？", "what_measure"),
+    ("浦东人才港把审批时间压缩到了几天？", "fact_number"),
+    ("How many days does the talent hub approval take now?", "fact_number"),
+    ("宝山区和嘉定区的代办服务有什么不同？", "comparison"),
+    ("对比一下两个区的做法", "comparison"),
+    ("崇明区的花博人家项目", "what_measure"),
+])
+def test_kind(question, kind):
+    assert detect_kind(parse(question).text) == kind == parse(question).kind
+
+
+@pytest.mark.parametrize("question,asked,mentioned", [
+    ("静安区在办税方面有什么做法？", ("静安区",), ()),
+    ("不用再跑浦东了，徐汇区有没有一网通办的做法？", ("徐汇区",), ("浦东新区",)),
+    ("我们公司在浦东，想问问徐汇区的住所云怎么用？", ("徐汇区",), ("浦东新区",)),
+    ("漕河泾那边的法律服务是怎么做的", ("徐汇区",), ()),
+    ("What did Jing'an do about tax refunds?", ("静安区",), ()),
+])
+def test_districts_asked_about_are_kept_apart_from_those_mentioned(question, asked, mentioned):
+    q = parse(question)
+    assert (q.districts, q.mentioned) == (asked, mentioned)
+
+
+@pytest.mark.parametrize("question,elsewhere", [
+    ("北京海淀区给企业配代办员的做法是怎样的？", ("北京", "海淀")),
+    ("杭州有没有类似一网通办的做法？", ("杭州",)),
+    ("我们在南京也有分公司，想问上海哪个区有企业代办服务？", ()),
+    ("我老家在宁波，现在在上海开店，汇商码是哪个区的？", ()),
+    ("之前在深圳办过类似的，上海的政银通在哪个区？", ()),
+])
+def test_another_city_in_an_aside_is_not_the_subject(question, elsewhere):
+    assert parse(question).elsewhere == elsewhere
+
+
+def test_traditional_full_width_and_english_are_read():
+    q = parse("浦東新區的人才港把審批時間壓縮到幾天？")
+    assert q.districts == ("浦东新区",) and "审批时间" in q.text and q.figures == ("天",)
+    assert parse("ＡＢＣ１２３ 一网通办").text.startswith("ABC123")
+    e = parse("Which district set up the international talent hub in Zhangjiang?")
+    assert e.language == "en" and "张江" in e.text and "人才" in e.text
+
+
+@pytest.mark.parametrize("question,years,collection", [
+    ("2021年的优秀案例里有哪些区做了信用修复？", (2021,), "2021"),
+    ("2020年的案例集里有没有讲代办？", (2020,), "2020"),
+    ("第三批案例里有没有虹口的做法", (), "第三批"),
+    ("良好实践里静安区做了什么", (), "良好实践"),
+    ("浦东人才港是2019年4月开港的吗", (2019,), ""),
+])
+def test_years_and_collections(question, years, collection):
+    q = parse(question)
+    assert (q.years, q.collection) == (years, collection)
+
+
+def test_quoted_programmes_and_claims():
+    q = parse("徐汇区的“国际人才港”是怎么运作的？")
+    assert q.quoted == ("国际人才港",) and q.districts == ("徐汇区",) and q.claims
+    assert not parse("哪些区做了信用修复？").claims
+
+
+@pytest.mark.parametrize("question,history,move", [
+    ("那松江区呢？", [("青浦区的信用修复是怎么做的？", "青浦区 —— 《积极做好信用修复》")], "swap_district"),
+    ("它的成效怎么样", [("哪个区推出了一楼一事办？", "虹口区 —— 《…》")], "same_case"),
+    ("这是哪一年入选的？", [("政银通是哪个区的？", "杨浦区 —— 《…》")], "same_case"),
+    ("还有别的区也这么做吗？", [("哪个区推出了代办专员？", "宝山区 —— 《…》")], "other_districts"),
+    ("后来有升级版吗", [("金山区社会投资项目代办怎么做？", "金山区 —— 《…》")], "later"),
+    ("之前有没有类似的做法？", [("宝山区的首席代办是怎么回事？", "宝山区 —— 《…》")], "earlier"),
+])
+def test_follow_up_moves(question, history, move):
+    turns = [m for u, a in history for m in ({"role": "user", "content": u}, {"role": "assistant", "content": a})]
+    q = parse(question, turns)
+    assert q.follow and q.follow.move == move
+    assert q.follow.previous.text == parse(history[-1][0]).text
+
+
+def test_follow_up_reads_case_ids_and_keeps_the_topic():
+    history = [{"role": "user", "content": "青浦区的信用修复是怎么做的？"},
+               {"role": "assistant", "content": "青浦区 —— 《积极做好信用修复》", "case_ids": ["2021-18"]}]
+    q = parse("那松江区呢？", history)
+    assert q.follow.shown == ("2021-18",) and q.districts == ("松江区",)
+    assert "信用修复" in q.search and "青浦" not in q.search
+    assert q.kind == "what_measure"
+
+
+def test_a_standalone_question_after_history_is_not_a_follow_up():
+    history = [{"role": "user", "content": "哪个区推出了一楼一事办？"}, {"role": "assistant", "content": "虹口区"}]
+    assert parse("浦东国际人才港把外国人工作许可审批压缩到了几天？", history).follow is None
+
+
+def test_clean_cuts_before_it_normalises():
+    text, note = clean("\u0301\u0316" * 50000, 2000)
+    assert len(text) <= 4000 and "太长" in note
+    with pytest.raises(BadQuestion):
+        parse("\u200b \x00 ")
