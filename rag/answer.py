@@ -30,6 +30,15 @@ WEAK = "材料中最接近的内容是："
 LEANS = re.compile(r"^(同时|此外|另外|其中|并且|而且|对此|为此|据此|该|这|此|上述|以上|通过这)")
 NUMBER = re.compile(r"\d|[一二两三四五六七八九十百千万]+[天个项家年月次%名户件笔条]")
 FIGURE = r"(?:\d[\d.,，]*|[一二两三四五六七八九十百千万]+)\s*(?:多|余|近)?"
+# What a sentence holding each kind of fact looks like (rag.question.ASKS names the kinds).
+SHAPES = {
+    "phone": re.compile(r"\d{3,4}-?\d{7,8}|\d{5,}|热线"),
+    "address": re.compile(r"[路街道]\d+号|\d+[楼层]|\d+号楼"),
+    "date": re.compile(r"\d{4}年|\d+月(\d+日)?|[一二三四五六七八九十]+月"),
+    "money": re.compile(r"\d[\d.,，]*\s*(万|亿)?元|资金|经费"),
+    "percent": re.compile(r"%|％|百分之|成以上|\d+成"),
+    "person": re.compile(r"(局长|主任|书记|区长|负责人|法官|律师)"),
+}
 # The parts of a case a question about its results or its method reads.
 EFFECT_SECTION = re.compile(r"成效|效果|成果")
 METHOD_SECTION = re.compile(r"做法|举措|主要|措施|功能")
@@ -181,6 +190,10 @@ class Answerer:
             "missing_rarest": max((w for t, w in terms.items() if t not in case_text), default=0.0) / self.unknown_idf,
             "figure_missing": float(bool(query.figures) and not any(
                 re.search(FIGURE + re.escape(u), e.sentence.text) for u in query.figures for e in hit.sentences[:8])),
+            # The question asks for a phone number, a date, an amount… and no good sentence has one.
+            "shape_missing": float(any(not any(SHAPES[a].search(e.sentence.text) for e in hit.sentences[:8])
+                                       for a in query.asks)),
+            "collection_missing": float(bool(query.collection) and self.missing_collection(query.collection)),
             "terms": math.log1p(sum(terms.values())),
             "elsewhere": float(bool(query.elsewhere)),
             "english": float(query.language == "en"),
@@ -264,7 +277,14 @@ class Answerer:
         known = tuple(c for c in f.shown if c in self.retriever.index.cases)
         if known:
             return known
-        return tuple(c.id for c in self.retriever.index.cases.values() if c.title in f.last_answer)
+        named = tuple(c.id for c in self.retriever.index.cases.values() if c.title in f.last_answer)
+        if named:
+            return named
+        # A history of free text: the case the previous question itself finds, in its district.
+        previous = Filters.from_query(f.previous)
+        ranked = self.retriever.rank(f.previous.search)
+        return tuple(h.case.id for h in ranked if self.retriever.matches(h.case, previous))[:1] or \
+            tuple(h.case.id for h in ranked[:1])
 
     def plan(self, query: Query, filters: Filters | None) -> Plan:
         explicit = filters is not None
@@ -279,8 +299,10 @@ class Answerer:
         if f.move == "same_case" and shown:
             return Plan(query.search, query.kind, wanted if explicit else Filters(), only=shown[:1])
         if f.move == "other_districts":
-            # "还有别的区也这么做吗": the same practice elsewhere, not the case just shown.
-            return Plan(query.search, "list_districts", wanted if explicit else Filters(), exclude=shown)
+            # "还有别的区也这么做吗": the same practice in other districts than the one just shown.
+            districts = {cases[c].district for c in shown} - {None}
+            others = tuple(c.id for c in cases.values() if c.id in shown or c.district in districts)
+            return Plan(query.search, "list_districts", wanted if explicit else Filters(), exclude=others)
         if f.move in ("earlier", "later") and shown:
             district = cases[shown[0]].district
             own = Filters((district,)) if district and not query.districts else wanted

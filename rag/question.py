@@ -51,6 +51,15 @@ QUOTED = re.compile(r"[“\"「『《‘']([^”\"」』》’']{2,20})[”\"」
 # "多少名/几天/多少钱": the unit a figure is asked in.
 ASKED_UNIT = re.compile(r"(?:多少|几)(?:个|名)?([天个项家年月次人名倍户件笔条台场元万亿小时分钟秒%张所批])"
                         r"|多少[^，。？?]{0,4}?(钱|补贴|资金|投资|费用|经费)|(第)几")
+# The kind of fact a question asks for, where the text must hold one of its shape to answer it.
+ASKS = (
+    ("phone", re.compile(r"电话|热线|号码|联系方式|phone|hotline|contact")),
+    ("address", re.compile(r"地址|几楼|哪一?层|门牌|在哪条路|address|which floor")),
+    ("date", re.compile(r"哪天|哪一天|几月几[日号]|几号|什么时候|何时|日期|哪一?年|when|what date|what year")),
+    ("money", re.compile(r"多少钱|多少万|多少元|奖金|资助|补贴多少|费用|经费|预算|成本|花了多少|金额|how much|cost|budget|prize")),
+    ("percent", re.compile(r"百分之|百分比|比例|占比|多少成|率(是|为|达到?)?多少|提高了?多少|percent|percentage|rate")),
+    ("person", re.compile(r"是谁|谁负责|负责人|哪位|叫什么名字|who")),
+)
 # Places outside Shanghai a user may name, as the subject of a question or in passing.
 ELSEWHERE = ("北京", "深圳", "广州", "杭州", "苏州", "南京", "成都", "天津", "重庆", "武汉", "西安", "宁波",
              "厦门", "青岛", "合肥", "长沙", "郑州", "济南", "雄安", "香港", "澳门", "台湾", "海淀", "朝阳区",
@@ -60,9 +69,10 @@ ANAPHORA = re.compile(r"^(那么?|还有|另外|它|他们|这个|这些|该|其
                       r"该案例|它们|他们|其中|这个做法|那个|同一个|同一年|这家|^(and|what about|how about)\b|\b(it|they|this|that)\b")
 # The kind of move a follow-up makes.
 MOVES = (
-    ("other_districts", re.compile(r"别的区|其他区|其它区|还有(哪|什么|别的|其他)|哪些区也|other districts|anyone else|any other")),
-    ("earlier", re.compile(r"之前|以前|前一年|早些|更早|上一批|前一批|往年|2019|第一批|earlier|before")),
-    ("later", re.compile(r"后来|之后|后一年|升级|新一批|下一批|最新|later|after|upgrade")),
+    ("other_districts", re.compile(r"别的区|其他区|其它区|别的地方|其他地方|还有(哪些?|别的|其他|其它)的?区|哪些区也|"
+                                   r"other districts|anyone else|any other district")),
+    ("earlier", re.compile(r"之前|以前|前一年|早些|更早|上一批|前一批|往年|第一批|earlier|before|previous year")),
+    ("later", re.compile(r"后来|之后|后一年|第二年|次年|下一年|升级|新一批|下一批|后一批|最新|later|after|upgrade|next year")),
 )
 SENTENCE_STOP = re.compile(r"[。！？!?；;\n]")
 CLAUSE = re.compile(r"[，,。！？!?；;：:\n]")
@@ -118,6 +128,7 @@ class Query:
     years: tuple[int, ...] = ()
     collection: str = ""  # a collection the question names: "2020", "第三批", "良好实践"…
     figures: tuple[str, ...] = ()  # units asked for: 天, 家, 元…
+    asks: tuple[str, ...] = ()  # the kinds of fact asked for: phone, address, date, money, percent, person
     quoted: tuple[str, ...] = ()  # programme names in quotes
     wants: str = ""  # "effect", "year" or "" (the case as such)
     topic: str = ""  # the text without district names: what the question is about
@@ -283,7 +294,7 @@ def _parse_one(raw: str, note: str = "") -> Query:
     wants = next((w for w, p in WANTS if p.search(text.lower())), "")
     return Query(raw=raw, text=text, language=lang, kind=detect_kind(text), districts=asked,
                  mentioned=passing, elsewhere=elsewhere(text), years=years, collection=collection(text),
-                 figures=figures(text), quoted=tuple(dict.fromkeys(m.group(1).strip() for m in QUOTED.finditer(text))),
+                 figures=figures(text), asks=tuple(a for a, p in ASKS if p.search(text.lower())), quoted=tuple(dict.fromkeys(m.group(1).strip() for m in QUOTED.finditer(text))),
                  wants=wants, topic=topic(text), note=note)
 
 

@@ -108,3 +108,21 @@ def test_clean_cuts_before_it_normalises():
     assert len(text) <= 4000 and "太长" in note
     with pytest.raises(BadQuestion):
         parse("\u200b \x00 ")
+
+
+def test_asking_for_more_of_the_same_case_is_not_asking_for_other_districts():
+    history = [{"role": "user", "content": "哪个区推出了一楼一事办？"}, {"role": "assistant", "content": "虹口区"}]
+    assert parse("它还有什么成效？", history).follow.move == "same_case"
+    assert parse("第二年的案例里，他们还有入选的做法吗？", history).follow.move == "later"
+
+
+@pytest.mark.parametrize("question,asks", [
+    ("长宁的夜间施工好办系统有没有咨询热线？电话号码是多少？", ("phone",)),
+    ("普陀区税务局办税服务厅的地址在哪？", ("address",)),
+    ("《小嘉帮办服务手册》是哪天正式印发的？", ("date",)),
+    ("杨浦创业之星大赛获奖项目能拿多少奖金？", ("money",)),
+    ("名称申报成功率具体提高到了百分之多少？", ("percent",)),
+    ("哪个区推出了一楼一事办？", ()),
+])
+def test_the_kind_of_fact_asked_for(question, asks):
+    assert parse(question).asks == asks
