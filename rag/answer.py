@@ -193,7 +193,6 @@ class Answerer:
             # The question asks for a phone number, a date, an amount… and no good sentence has one.
             "shape_missing": float(any(not any(SHAPES[a].search(e.sentence.text) for e in hit.sentences[:8])
                                        for a in query.asks)),
-            "collection_missing": float(bool(query.collection) and self.missing_collection(query.collection)),
             "terms": math.log1p(sum(terms.values())),
             "elsewhere": float(bool(query.elsewhere)),
             "english": float(query.language == "en"),
@@ -324,11 +323,15 @@ class Answerer:
         if not ranked:
             return self.not_found(query, plan.kind, [])
         top = ranked[0]
+        missing = bool(query.collection) and self.missing_collection(query.collection)
+        if missing and filters is None:
+            # The year names a collection that does not exist: it cannot steer towards anything.
+            plan.filters = Filters(plan.filters.districts)
         in_filter = [h for h in ranked if self.retriever.matches(h.case, plan.filters)]
         best = in_filter[0] if in_filter else None
 
         correction, trace = "", {"plan": plan.text}
-        if query.collection and self.missing_collection(query.collection):
+        if missing:
             correction = self.no_such_collection(query.collection)
         elif (query.claims or query.years) and not query.follow:
             # The question places the practice in a district or a year. Where the evidence for the
@@ -352,6 +355,7 @@ class Answerer:
         if p < self.decisions.answer_threshold and not plan.only:
             answer = self.not_found(query, plan.kind, ranked, p=p, note=correction)
             answer.trace.update(trace)
+            answer.correction = correction
             return answer
         kind = plan.kind
         compose = {"which_district": self.which_district, "list_districts": self.list_districts,

@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 EMPTY = "问题是空的"
 CAPPED = "问题太长"
 INJECTED = "所有区都是第一名"
-ANSWER_KEYS = {"question", "answer", "answerable", "districts", "citations", "kind", "related", "mode"}
+ANSWER_KEYS = {"question", "answer", "answerable", "districts", "citations", "kind", "related", "mode",
+               "case_ids", "evidence", "confidence", "correction"}
 INVALID_UTF8 = b"\xff\xfe\xc0" + "浦東新區有什么做法？".encode()
 PASTE = "浦东人才港把审批时间压缩到了几天？" + "啊" * 100_000  # a question, then a wall of pasted text
 
