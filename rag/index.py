@@ -110,10 +110,14 @@ class Index:
     tokenizer: Tokenizer
 
 
+def jieba_cache(cfg: Config) -> Path:
+    return cfg.home / "cache"
+
+
 def load_embedder(cfg: Config, engine: str = "auto"):
     import embeddings
 
-    return embeddings.load(cfg.model, cache_dir=cfg.home / "models", engine=engine)
+    return embeddings.load(cfg.model, cache_dir=cfg.home / "models", engine=engine, passage_engine=cfg.build_engine)
 
 
 def build(cfg: Config, embedder=None, progress: bool = True) -> Index:
@@ -131,6 +135,7 @@ def build(cfg: Config, embedder=None, progress: bool = True) -> Index:
     say(f"索引：{len(cases)} 个案例，{len(chunks)} 个片段")
 
     embedder = embedder or load_embedder(cfg, engine="auto")
+    timings |= {f"engine_{k}": v for k, v in embedder.start_passages().items()}
     t = time.perf_counter()
     vecs = embedder.embed_passages([c.index_text for c in chunks], progress=progress)
     timings["embed_s"] = time.perf_counter() - t
@@ -138,7 +143,7 @@ def build(cfg: Config, embedder=None, progress: bool = True) -> Index:
     t = time.perf_counter()
     kind = faiss_index_type(len(chunks), cfg.faiss)
     vectors = new_faiss_index(kind, np.ascontiguousarray(vecs, dtype=np.float32))
-    tokenizer = Tokenizer(user_words([case_text(c, cfg.seeds) for c in cases]))
+    tokenizer = Tokenizer(user_words([case_text(c, cfg.seeds) for c in cases]), jieba_cache(cfg))
     bm25 = bm25s.BM25()
     bm25.index([tokenizer(c.index_text) for c in chunks], show_progress=False)
     timings["index_s"] = time.perf_counter() - t
@@ -147,6 +152,7 @@ def build(cfg: Config, embedder=None, progress: bool = True) -> Index:
         "schema": SCHEMA,
         "model": embedder.model_id,
         "model_setting": cfg.model,
+        "build_engine": embedder.passage_engine,
         "dim": int(vecs.shape[1]),
         "corpus_hash": corpus_hash(cfg),
         "chunking_hash": chunking_hash(cfg),
@@ -221,7 +227,7 @@ def load(cfg: Config, model_id: str | None = None) -> Index:
         chunks = [Chunk.from_dict(c, cases) for c in records["chunks"]]
         vectors = faiss.read_index(str(d / "vectors.faiss"))
         bm25 = bm25s.BM25.load(str(d / "bm25"), allow_pickle=False)
-        tokenizer = Tokenizer.load(d / "userdict.txt")
+        tokenizer = Tokenizer.load(d / "userdict.txt", jieba_cache(cfg))
     except Exception as e:  # faiss raises RuntimeError, json ValueError, numpy ValueError/OSError
         raise IndexCorrupt(f"索引文件损坏或不完整（{d}：{type(e).__name__}: {str(e)[:200]}）。"
                            "请运行 rag index --rebuild") from e
