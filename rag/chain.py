@@ -9,12 +9,13 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from rag.answer import Answer, Answerer, detect_kind
-from rag.config import Config
+from rag.config import Config, ConfigError
 from rag.corpus import districts_in, place_mentions
 from rag.retrieve import Filters
 
@@ -37,18 +38,85 @@ def _t2s():
     return opencc.OpenCC("t2s")
 
 
+def clean(text: str, max_chars: int) -> str:
+    """Cut first, then normalise: NFKC is quadratic on runs of combining marks, so it only ever sees
+    max_chars characters. Invisible characters and lone surrogates go; full-width → half-width."""
+    return unicodedata.normalize("NFKC", INVISIBLE.sub("", text[:max_chars])).strip()
+
+
 def normalise(question: str, max_chars: int) -> tuple[str, str]:
     """(the question as searched, a note for the user). Traditional → Simplified, so that
-    浦東新區 finds 浦东新区; full-width letters and digits → half-width; invisible characters go."""
-    text = INVISIBLE.sub("", question or "")
-    text = unicodedata.normalize("NFKC", text).strip()
+    浦東新區 finds 浦东新区; cut to max_chars, with a note saying so."""
+    question = question or ""
+    text = clean(question, max_chars)
     if not text:
         raise BadQuestion("问题是空的：请输入一个关于上海各区优化营商环境案例的问题。")
-    note = ""
-    if len(text) > max_chars:
-        note = f"问题太长（{len(text)} 字），只按前 {max_chars} 字检索。"
-        text = text[:max_chars]
+    note = f"问题太长（{len(question)} 字），只按前 {max_chars} 字检索。" if len(question) > max_chars else ""
     return _t2s().convert(text), note
+
+
+@dataclass(frozen=True)
+class Request:
+    question: str  # as searched
+    asked: str  # as the user wrote it, within the budget and cleaned of what no encoder accepts
+    history: list[dict]
+    note: str
+
+
+def budget(input: dict, cfg: Config) -> Request:
+    """The request cut to its cost budget before any work: the question, each history item, the
+    last max_history_items items, and max_request_chars in all (the newest turns kept first).
+    One long request must cost one short request's time, for its sender and everyone else."""
+    raw = input.get("question") or ""
+    question, note = normalise(raw, cfg.max_question_chars)
+    left = cfg.max_request_chars - len(question)
+    history = []
+    for m in reversed((input.get("history") or [])[-cfg.max_history_items:]):
+        # Not NFKC: an earlier answer's first line must still name its case exactly, （…） and all.
+        content = INVISIBLE.sub("", (m.get("content") or "")[:min(cfg.max_history_item_chars, max(left, 0))]).strip()
+        if content:
+            history.insert(0, {"role": m.get("role"), "content": content})
+            left -= len(content)
+    return Request(question, INVISIBLE.sub("", raw[:cfg.max_question_chars]), history, note)
+
+
+class ShortQuery:
+    """Query embeddings of at most QUERY_TOKENS tokens, well inside the model's one window of 512.
+    The engine embeds longer text window by window (a 2,000-character question cost 8–12 s) and
+    its cost grows with every token (512 tokens: ~0.4 s, 20 tokens: ~8 ms), while the longest gold
+    query is 80 tokens. A longer text keeps its start and its end: a pasted question's start, and a
+    follow-up's earlier turn and the question itself. Everything else is the wrapped embedder's."""
+
+    QUERY_TOKENS = 128
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def embed_queries(self, texts):
+        return self.inner.embed_queries([self.fit(t) for t in texts])
+
+    def fit(self, text: str) -> str:
+        if self.tokens(text) <= self.QUERY_TOKENS:
+            return text
+        half = self.QUERY_TOKENS // 2
+        head = self.longest(len(text), lambda n: self.tokens(text[:n]) <= half)
+        tail = self.longest(len(text) - head, lambda n: self.tokens(text[len(text) - n:]) <= half)
+        return f"{text[:head]} {text[len(text) - tail:]}"
+
+    def tokens(self, text: str) -> int:
+        return self.inner.token_count(text, "query")  # the tokenizer alone: microseconds
+
+    @staticmethod
+    def longest(n: int, fits) -> int:
+        """The largest k ≤ n with fits(k), by bisection (fits is monotone)."""
+        lo, hi = 0, n
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+        return lo
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
 
 
 def is_follow_up(question: str) -> bool:
@@ -107,7 +175,7 @@ def check_input(input) -> None:
         raise BadQuestion('应为 {"question": "问题", "history": [...]} 形式的对象')
     if not (input.get("question") is None or isinstance(input["question"], str)):
         raise BadQuestion("question 应为文字。")
-    if not list_of(input.get("history"), lambda m: isinstance(m, dict)):
+    if not list_of(input.get("history"), lambda m: isinstance(m, dict) and isinstance(m.get("content") or "", str)):
         raise BadQuestion('history 应为 [{"role": "user"|"assistant", "content": "…"}] 形式的列表。')
     if not list_of(input.get("districts"), lambda d: isinstance(d, str)):
         raise BadQuestion('districts 应为区名的列表，例如 ["宝山区"]。')
@@ -135,9 +203,8 @@ class AnswerChain(Runnable):
         if isinstance(input, str):
             input = {"question": input}
         check_input(input)
-        raw = input.get("question") or ""
-        question, note = normalise(raw, self.cfg.max_question_chars)
-        history = input.get("history") or []
+        request = budget(input, self.cfg)
+        raw, question, note, history = request.asked, request.question, request.note, request.history
         resolved, kind, filters, focus = resolve(question, history)
         exclude = shown_cases(history, self.answerer.retriever.index.cases.values()) \
             if focus and ANOTHER.search(question) else ()
@@ -179,14 +246,16 @@ def build(cfg: Config | None = None, progress: bool = True, mode: str = "hybrid"
     from rag.retrieve import Retriever
 
     cfg = cfg or Config.from_env()
-    idx = index_mod.ensure(cfg, progress=progress)
     embedder = index_mod.load_embedder(cfg, engine="auto")
-    if embedder.model_id != idx.manifest["model"]:
-        raise index_mod.IndexStale(
-            f"索引是用另一个模型建的（{idx.manifest['model']}，当前为 {embedder.model_id}）。请运行 rag index --rebuild")
+    try:
+        embedder.dim  # starts the engine now: a model that cannot load is a setting to fix, not a traceback
+    except Exception as e:
+        reason = " ".join(str(e).split())[:200]  # one line
+        raise ConfigError(f"RAG_MODEL={cfg.model}：无法加载向量模型（{type(e).__name__}: {reason}）") from None
+    idx = index_mod.ensure(cfg, embedder, progress=progress)
     llm = None
     if cfg.llm_base_url and cfg.llm_model:
         from rag.llm import chat_model
 
         llm = chat_model(cfg)
-    return AnswerChain(Answerer(Retriever(idx, embedder, cfg, mode, steer)), cfg, llm)
+    return AnswerChain(Answerer(Retriever(idx, ShortQuery(embedder), cfg, mode, steer)), cfg, llm)

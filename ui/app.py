@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ import gradio as gr
 
 from rag.answer import Answer
 from rag.chain import AnswerChain, BadQuestion, normalise
-from rag.config import Config
+from rag.config import Config, ConfigError
 from rag.index import IndexError_
 from ui.render import Renderer
 from ui.style import CSS, theme
@@ -186,13 +187,9 @@ def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
 
 
 # -- serving ---------------------------------------------------------------------------------
-def parse_auth(auth: str | None) -> tuple[str, str] | None:
-    if not auth:
-        return None
-    user, sep, password = auth.partition(":")
-    if not (sep and user and password):
-        raise SystemExit("RAG_AUTH / --auth 的格式应为 user:pass")
-    return user, password
+def parse_auth(auth: str) -> tuple[str, str] | None:
+    user, _, password = auth.partition(":")  # the format is checked by Config
+    return (user, password) if auth else None
 
 
 def is_loopback(host: str) -> bool:
@@ -204,18 +201,27 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_bindable(host: str, port: int) -> None:
+    """Before the model loads: a port that is taken is one clear line, not a traceback 20 s later."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, port))
+    except OSError as e:
+        raise ConfigError(f"无法在 {host}:{port} 上提供服务（{e.strerror or e}）：请用 --port / RAG_SERVE_PORT 换一个端口") from None
+
+
 def serve(host: str | None = None, port: int | None = None, share: bool = False, auth: str | None = None) -> None:
-    """Load the chain once (building the index first if missing) and serve the chat."""
+    """Load the chain once (building the index first if missing) and serve the chat. Bad settings
+    raise ConfigError before anything loads."""
     from rag.chain import build
 
-    cfg = Config.from_env()
-    host = host or cfg.serve_host
-    port = port or cfg.serve_port
-    credentials = parse_auth(auth or cfg.auth)
-    if (share or not is_loopback(host)) and not credentials:
-        where = "公开分享链接" if share else host
+    cfg = Config.from_env(serve_host=host, serve_port=port, auth=auth)
+    credentials = parse_auth(cfg.auth)
+    if (share or not is_loopback(cfg.serve_host)) and not credentials:
+        where = "公开分享链接" if share else cfg.serve_host
         print(f"警告：聊天在 {where} 上开放且未设登录（--auth user:pass 或 RAG_AUTH），能连到它的人都能使用。",
               file=sys.stderr)
+    check_bindable(cfg.serve_host, cfg.serve_port)
     # Gradio reports usage to its servers unless told not to; the chat must not need the internet.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     print("正在加载索引和向量模型…", file=sys.stderr)
@@ -223,4 +229,5 @@ def serve(host: str | None = None, port: int | None = None, share: bool = False,
         chain = build(cfg, progress=True)
     except IndexError_ as e:
         raise SystemExit(str(e)) from None
-    build_app(chain, cfg).launch(server_name=host, server_port=port, share=share, auth=credentials)
+    build_app(chain, cfg).launch(server_name=cfg.serve_host, server_port=cfg.serve_port, share=share,
+                                 auth=credentials)
