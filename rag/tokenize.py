@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import jieba
+import platformdirs
 
 from rag.corpus import DISTRICTS, GAZETTEER
 
@@ -26,10 +28,27 @@ def user_words(texts: list[str]) -> list[str]:
     return sorted({w.lower() for w in words if w and " " not in w})
 
 
+def private_cache_dir() -> str | None:
+    """The user cache directory for jieba, if only this user can write to it."""
+    path = Path(platformdirs.user_cache_dir("policy-case-qa")) / "jieba"
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = path.stat()
+    except OSError:
+        return None
+    return str(path) if st.st_uid == os.getuid() and not st.st_mode & 0o022 else None
+
+
 class Tokenizer:
     def __init__(self, words: list[str]):
         self.words = words
         self._jieba = jieba.Tokenizer()
+        # jieba would read its dictionary cache (through marshal) from $TMPDIR, where anyone can
+        # plant one; a directory of this user's alone, or no cache at all.
+        self._jieba.tmp_dir = private_cache_dir()
+        if self._jieba.tmp_dir is None:
+            self._jieba.FREQ, self._jieba.total = self._jieba.gen_pfdict(self._jieba.get_dict_file())
+            self._jieba.initialized = True
         for w in words:
             self._jieba.add_word(w, freq=200_000)
 
