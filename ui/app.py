@@ -7,11 +7,14 @@ shared by every user; `api_name="ask"` gives programs the same JSON as `rag ask 
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import logging
 import os
 import socket
 import sys
 import threading
+import traceback
 from collections.abc import Iterator
 from html import escape
 
@@ -35,6 +38,7 @@ EXAMPLES = [
 ]
 # Follow-ups read against the question asked just before them.
 FOLLOW_UPS = {"它取得了什么成效？", "那徐汇区呢？"}
+log = logging.getLogger("rag.chat")
 # Answers wait on the embedder lock (milliseconds) or on an LLM endpoint (seconds): several may
 # run at once, so that one slow stream does not queue everyone behind it.
 CONCURRENCY = 16
@@ -71,7 +75,16 @@ class ChatBlocks(gr.Blocks):
         kwargs.setdefault("theme", theme())
         kwargs.setdefault("css", CSS)
         kwargs.setdefault("footer_links", ["api", "settings"])
+        # The chat has no upload component, yet Gradio's upload route took 30 MB from anyone. 0 bytes
+        # refuses every upload; ingest will bring its own, admin-only, with a limit of its own.
+        kwargs.setdefault("max_file_size", 0)
         return super().launch(*args, **kwargs)
+
+    def validate_inputs(self, block_fn, inputs: list) -> None:
+        # A raw HTTP call may leave out trailing optional parameters (gradio_client fills them in):
+        # they take the defaults the function declares, instead of "needed 4, got 1".
+        inputs.extend(block.value for block in block_fn.inputs[len(inputs):])
+        super().validate_inputs(block_fn, inputs)
 
 
 # -- what the page shows about the data and the mode -------------------------------------------
@@ -93,18 +106,26 @@ def year_choices(cases) -> list[tuple[str, int]]:
     return [(f"{year} 年 · {' / '.join(sorted(cols))}", year) for year, cols in sorted(by_year.items())]
 
 
-def settings_html(chain: AnswerChain, cfg: Config) -> str:
+def settings_html(chain: AnswerChain, cfg: Config, admin: bool = False) -> str:
+    """What the chat runs on. The server's paths and the LLM endpoint only for the admin: the page
+    and its /config are served to everyone who can reach it."""
     m = chain.answerer.retriever.index.manifest
     if chain.llm is not None:
-        mode = f"大模型生成：{escape(cfg.llm_model)} @ {escape(cfg.llm_base_url)}（只在找到依据时调用）"
+        where = f" @ {escape(cfg.llm_base_url)}" if admin else ""
+        mode = f"大模型生成：{escape(cfg.llm_model)}{where}（只在找到依据时调用）"
     else:
         mode = "抽取式：不调用大模型，回答中的每一句都是原文，并注明出处"
     built = escape(str(m.get("built_at", "")).replace("T", " "))
     rows = [("回答方式", mode), ("向量模型", escape(str(m.get("model", "")))),
-            ("索引", f"{m.get('cases')} 个案例，{m.get('chunks')} 个片段，建于 {built}"),
-            ("索引位置", f"<code>{escape(str(cfg.index_dir))}</code>")]
+            ("索引", f"{m.get('cases')} 个案例，{m.get('chunks')} 个片段，建于 {built}")]
+    if admin:
+        rows.append(("索引位置", f"<code>{escape(str(cfg.index_dir))}</code>"))
     body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     return f'<table class="settings">{body}</table>'
+
+
+def is_admin(request: gr.Request | None, cfg: Config) -> bool:
+    return bool(cfg.admin and cfg.auth and request is not None and request.username == cfg.admin)
 
 
 def refusal(message: str, log: bool = False) -> gr.Error:
@@ -112,6 +133,20 @@ def refusal(message: str, log: bool = False) -> gr.Error:
     refused question is no fault of the server and leaves no traceback in its log; an unusable
     index is, and does."""
     return gr.Error(escape(message, quote=False), print_exception=log)
+
+
+def failure(e: Exception, question, cfg: Config) -> gr.Error:
+    """A fault of ours. The log names the question by hash and length, not its text (which may be
+    anyone's private words), unless RAG_LOG_QUESTIONS=1; the user gets a short message."""
+    text = question if isinstance(question, str) else repr(question)[:10_000]
+    if cfg.log_questions:
+        log.error("回答失败，问题：%r", text, exc_info=e)
+    else:
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        at = traceback.extract_tb(e.__traceback__)[-1]
+        log.error("回答失败：%s（%s:%d）；问题 sha256:%s，%d 字", type(e).__name__, at.filename, at.lineno,
+                  digest, len(text))
+    return gr.Error("内部错误，未能回答这个问题，请稍后再试。", print_exception=False)
 
 
 # -- the app ---------------------------------------------------------------------------------
@@ -131,7 +166,10 @@ def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
             # The chain's own check, made before the question enters the transcript.
             normalise(question, cfg.max_question_chars)
         except BadQuestion as e:
-            raise refusal(str(e)) from None
+            # A notice, not an error: an error would cover the conversation with its overlay.
+            gr.Warning(escape(str(e), quote=False))
+            yield question, messages, history
+            return
         shown = messages + [{"role": "user", "content": render.user(question)},
                             {"role": "assistant", "content": render.partial("")}]
         yield "", shown, history
@@ -148,6 +186,8 @@ def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
                 yield "", shown, history
         except (BadQuestion, IndexError_) as e:
             raise refusal(str(e), log=isinstance(e, IndexError_)) from None
+        except Exception as e:
+            raise failure(e, question, cfg) from None
 
     def ask(question: str, history: list[dict] | None = None, districts: list[str] | None = None,
             years: list[int] | None = None) -> dict:
@@ -156,6 +196,11 @@ def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
             return chain.invoke(chain_input(question, history, districts, years)).to_dict()
         except (BadQuestion, IndexError_) as e:
             raise refusal(str(e), log=isinstance(e, IndexError_)) from None
+        except Exception as e:
+            raise failure(e, question, cfg) from None
+
+    def settings_for(request: gr.Request) -> str:
+        return settings_html(chain, cfg, is_admin(request, cfg))
 
     with ChatBlocks(title="政策案例问答", analytics_enabled=False) as demo:
         gr.HTML(f'<div class="app-header"><h1>政策案例问答</h1><span class="scope">{scope_line(cases)}</span></div>'
@@ -175,7 +220,7 @@ def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
         gr.Examples([[q] for q in EXAMPLES], inputs=[box], label="示例问题（点选后按“提问”）",
                     example_labels=[f"（追问）{q}" if q in FOLLOW_UPS else q for q in EXAMPLES])
         with gr.Accordion("设置与索引信息", open=False):
-            gr.HTML(settings_html(chain, cfg))
+            settings = gr.HTML(settings_html(chain, cfg))
 
         turn = dict(fn=respond, inputs=[box, chatbot, history, districts, years], outputs=[box, chatbot, history],
                     api_visibility="private", concurrency_limit=CONCURRENCY)
@@ -183,6 +228,7 @@ def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
         send.click(**turn)
         chatbot.clear(lambda: [], outputs=[history], api_visibility="private")
         gr.api(ask, api_name="ask", concurrency_limit=CONCURRENCY)
+        demo.load(settings_for, outputs=[settings], api_visibility="private")
     return demo
 
 
