@@ -26,7 +26,7 @@ QUESTION = "哪个区推出了“一楼一事办”？"
 def embedded(chain, monkeypatch):
     """The texts that reach the embedding engine, with their token counts."""
     short = chain.answerer.retriever.embedder
-    inner = short.inner.inner if hasattr(short.inner, "inner") else short.inner  # under the chat's lock too
+    inner = short.inner
     seen = []
     real = inner.embed_queries
 
@@ -137,3 +137,16 @@ def test_settings_parse_booleans_and_keep_defaults(monkeypatch):
     assert Config.from_env().log_questions is False
     with pytest.raises(ConfigError, match="RAG_FAISS=annoy"):
         Config.from_env(faiss="annoy")
+
+
+def test_query_embeddings_in_parallel_equal_one_at_a_time(chain):
+    # The chat no longer serialises query embeddings: the C engine is reentrant and releases the GIL.
+    import numpy as np
+    from concurrent.futures import ThreadPoolExecutor
+
+    embedder = chain.answerer.retriever.embedder
+    questions = [QUESTION, "哪些区搞了企业代办服务？", "静安区在办税方面有什么做法？", "浦东人才港把审批时间压缩到了几天？"] * 4
+    serial = [embedder.embed_queries([q]) for q in questions]
+    with ThreadPoolExecutor(8) as pool:
+        parallel = list(pool.map(lambda q: embedder.embed_queries([q]), questions))
+    assert all(np.array_equal(a, b) for a, b in zip(serial, parallel))

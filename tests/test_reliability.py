@@ -235,16 +235,37 @@ def test_chat_endpoint_says_what_is_wrong_with_a_request(args, message, client, 
 
 
 # -- concurrency --------------------------------------------------------------------------------
-def test_concurrent_clients_get_the_answers_of_one_at_a_time(server, chain):
-    """bench/loadtest.py, small: 5 clients × 2 rounds over 10 gold questions (two of them follow-ups)."""
+@pytest.fixture(scope="module")
+def loadtest():
     spec = importlib.util.spec_from_file_location("loadtest", ROOT / "bench" / "loadtest.py")
-    loadtest = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(loadtest)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def gold_expected(loadtest, chain):
+    """10 gold questions (two of them follow-ups) and the answers one at a time gives."""
     gold = loadtest.gold_items()
     items = [g for g in gold if not g.get("history")][:8] + [g for g in gold if g.get("history")][:2]
-    expected = {g["id"]: as_json(chain.invoke({"question": g["question"], "history": g.get("history")}))
-                for g in items}
-    result = loadtest.hammer(server, items, expected, clients=5, rounds=2, time_limit=300)
+    return items, {g["id"]: as_json(chain.invoke({"question": g["question"], "history": g.get("history")}))
+                   for g in items}
+
+
+def test_concurrent_clients_get_the_answers_of_one_at_a_time(server, loadtest, gold_expected):
+    """bench/loadtest.py, small: 5 clients × 2 rounds over 10 gold questions."""
+    result = loadtest.hammer(server, *gold_expected, clients=5, rounds=2, time_limit=300)
     assert result["completed_requests"] == result["planned_requests"] == 20
     assert result["errors"] == 0, result["error_samples"]
     assert result["mismatches"] == 0, result["mismatched_ids"]
+
+
+def test_a_hostile_client_among_normal_ones(server, loadtest, gold_expected):
+    """bench/loadtest.py --hostile, small: 4 plain-HTTP clients beside one that sends only the
+    costliest requests (a 1 MB history item, 100,000 combining marks …); before the budget, one of
+    those held the whole server for minutes. Everyone is answered, and answered right."""
+    result = loadtest.hammer(server, *gold_expected, clients=4, rounds=2, time_limit=300, hostile=1, http=True)
+    assert result["completed_requests"] == result["planned_requests"] == 20
+    assert result["errors"] == 0, result["error_samples"]
+    assert result["mismatches"] == 0, result["mismatched_ids"]
+    assert result["hostile_requests"] >= 1

