@@ -42,6 +42,7 @@ log = logging.getLogger("rag.chat")
 # releases the GIL, so query embeddings overlap; the request budget keeps each one short (≤128
 # tokens), and an LLM stream may take seconds without queueing everyone behind it.
 CONCURRENCY = 16
+SESSIONS = 200
 
 
 class ChatBlocks(gr.Blocks):
@@ -55,6 +56,10 @@ class ChatBlocks(gr.Blocks):
         # The chat has no upload component, yet Gradio's upload route took 30 MB from anyone. 0 bytes
         # refuses every upload; ingest will bring its own, admin-only, with a limit of its own.
         kwargs.setdefault("max_file_size", 0)
+        # Gradio keeps every session's inputs, and each API call is a session of its own: at its
+        # default 10,000 the server grew from 267 to 1,060 MB in 10 minutes of load (1 MB history
+        # items included). The least recently used go first, so open chats keep theirs.
+        kwargs.setdefault("state_session_capacity", SESSIONS)
         return super().launch(*args, **kwargs)
 
     def validate_inputs(self, block_fn, inputs: list) -> None:
