@@ -38,17 +38,12 @@ def _t2s():
     return opencc.OpenCC("t2s")
 
 
-def clean(text: str, max_chars: int) -> str:
-    """Cut first, then normalise: NFKC is quadratic on runs of combining marks, so it only ever sees
-    max_chars characters. Invisible characters and lone surrogates go; full-width → half-width."""
-    return unicodedata.normalize("NFKC", INVISIBLE.sub("", text[:max_chars])).strip()
-
-
 def normalise(question: str, max_chars: int) -> tuple[str, str]:
-    """(the question as searched, a note for the user). Traditional → Simplified, so that
-    浦東新區 finds 浦东新区; cut to max_chars, with a note saying so."""
+    """(the question as searched, a note for the user). Cut to max_chars first: NFKC is quadratic on
+    runs of combining marks, so it never sees more. Then invisible characters and lone surrogates go,
+    full-width → half-width, Traditional → Simplified (浦東新區 finds 浦东新区)."""
     question = question or ""
-    text = clean(question, max_chars)
+    text = unicodedata.normalize("NFKC", INVISIBLE.sub("", question[:max_chars])).strip()
     if not text:
         raise BadQuestion("问题是空的：请输入一个关于上海各区优化营商环境案例的问题。")
     note = f"问题太长（{len(question)} 字），只按前 {max_chars} 字检索。" if len(question) > max_chars else ""

@@ -176,7 +176,8 @@ def ask(question: str = typer.Argument(None, help="The question, in Chinese; '-'
             if line.strip():
                 out = batch_answer(chain, n, line, filters)
                 # A lone surrogate (in an id, say) is written as its JSON escape, which no encoder refuses.
-                sys.stdout.write(json.dumps(out, ensure_ascii=False).encode("utf-8", "backslashreplace").decode() + "\n")
+                text = json.dumps(out, ensure_ascii=False).encode("utf-8", "backslashreplace").decode()
+                sys.stdout.write(text + "\n")
         return
     try:
         answer = chain.invoke({"question": read_question(question), **filters})

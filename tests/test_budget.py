@@ -80,7 +80,8 @@ def test_text_is_cut_before_it_is_normalised(cfg, monkeypatch):
     # NFKC is quadratic on combining marks: 100,000 of them blocked the whole server for 21 s.
     seen = []
     real = chain_mod.unicodedata.normalize
-    monkeypatch.setattr(chain_mod.unicodedata, "normalize", lambda form, text: seen.append(len(text)) or real(form, text))
+    monkeypatch.setattr(chain_mod.unicodedata, "normalize",
+                        lambda form, text: seen.append(len(text)) or real(form, text))
     marks = "\u0301\u0316" * 50_000
     budget({"question": QUESTION + marks, "history": follow_up(marks, marks)}, cfg)
     assert seen and max(seen) <= cfg.max_question_chars
