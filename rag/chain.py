@@ -7,15 +7,85 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from rag.answer import Answer, Answerer
-from rag.config import Config
-from rag.question import BadQuestion, clean, normalise, parse
+from rag.config import Config, ConfigError
+from rag.question import EMPTY, INVISIBLE, BadQuestion, clean, normalise, parse
 from rag.retrieve import Filters
 
-__all__ = ["AnswerChain", "BadQuestion", "build", "check_input", "clean", "normalise"]
+__all__ = ["AnswerChain", "BadQuestion", "ShortQuery", "budget", "build", "check_input", "clean", "normalise"]
+
+
+@dataclass(frozen=True)
+class Request:
+    asked: str  # as the user wrote it, within the budget and cleaned of what no encoder accepts
+    history: list[dict]
+    note: str
+
+
+def budget(input: dict, cfg: Config) -> Request:
+    """The request cut to its cost budget before any work: the question, each history item, the
+    last max_history_items items, and max_request_chars in all (the newest turns kept first).
+    One long request must cost one short request's time, for its sender and everyone else."""
+    asked, note = clean(input.get("question") or "", cfg.max_question_chars)
+    if not asked:
+        raise BadQuestion(EMPTY)
+    left = cfg.max_request_chars - len(asked)
+    history = []
+    for m in reversed((input.get("history") or [])[-cfg.max_history_items:]):
+        # Not NFKC: an earlier answer's first line must still name its case exactly, （…） and all.
+        content = INVISIBLE.sub("", (m.get("content") or "")[:min(cfg.max_history_item_chars, max(left, 0))]).strip()
+        if content:
+            kept = {"role": m.get("role"), "content": content}
+            if m.get("case_ids"):
+                kept["case_ids"] = m["case_ids"]
+            history.insert(0, kept)
+            left -= len(content)
+    return Request(asked, history, note)
+
+
+class ShortQuery:
+    """Query embeddings of at most QUERY_TOKENS tokens, well inside the model's one window of 512.
+    The engine embeds longer text window by window (a 2,000-character question cost 8–12 s) and
+    its cost grows with every token (512 tokens: ~0.4 s, 20 tokens: ~8 ms), while the longest gold
+    query is 80 tokens. A longer text keeps its start and its end: a pasted question's start, and a
+    follow-up's earlier turn and the question itself. Everything else is the wrapped embedder's."""
+
+    QUERY_TOKENS = 128
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def embed_queries(self, texts):
+        return self.inner.embed_queries([self.fit(t) for t in texts])
+
+    def fit(self, text: str) -> str:
+        if self.tokens(text) <= self.QUERY_TOKENS:
+            return text
+        half = self.QUERY_TOKENS // 2
+        head = self.longest(len(text), lambda n: self.tokens(text[:n]) <= half)
+        tail = self.longest(len(text) - head, lambda n: self.tokens(text[len(text) - n:]) <= half)
+        return f"{text[:head]} {text[len(text) - tail:]}"
+
+    def tokens(self, text: str) -> int:
+        return self.inner.token_count(text, "query")  # the tokenizer alone: microseconds
+
+    @staticmethod
+    def longest(n: int, fits) -> int:
+        """The largest k ≤ n with fits(k), by bisection (fits is monotone)."""
+        lo, hi = 0, n
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+        return lo
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
 
 
 def check_input(input) -> None:
@@ -28,7 +98,7 @@ def check_input(input) -> None:
         raise BadQuestion('应为 {"question": "问题", "history": [...]} 形式的对象')
     if not (input.get("question") is None or isinstance(input["question"], str)):
         raise BadQuestion("question 应为文字。")
-    if not list_of(input.get("history"), lambda m: isinstance(m, dict)
+    if not list_of(input.get("history"), lambda m: isinstance(m, dict) and isinstance(m.get("content") or "", str)
                    and list_of(m.get("case_ids"), lambda c: isinstance(c, str))):
         raise BadQuestion('history 应为 [{"role": "user"|"assistant", "content": "…"}] 形式的列表。')
     if not list_of(input.get("districts"), lambda d: isinstance(d, str)):
@@ -57,7 +127,8 @@ class AnswerChain(Runnable):
         if isinstance(input, str):
             input = {"question": input}
         check_input(input)
-        query = parse(input.get("question") or "", input.get("history") or [], self.cfg.max_question_chars)
+        request = budget(input, self.cfg)
+        query = replace(parse(request.asked, request.history, self.cfg.max_question_chars), note=request.note)
         filters = None
         if input.get("districts") or input.get("years"):
             filters = Filters(tuple(input.get("districts") or ()), tuple(input.get("years") or ()),
@@ -97,14 +168,16 @@ def build(cfg: Config | None = None, progress: bool = True, mode: str = "hybrid"
     from rag.retrieve import Retriever
 
     cfg = cfg or Config.from_env()
-    idx = index_mod.ensure(cfg, progress=progress)
     embedder = index_mod.load_embedder(cfg, engine="auto")
-    if embedder.model_id != idx.manifest["model"]:
-        raise index_mod.IndexStale(
-            f"索引是用另一个模型建的（{idx.manifest['model']}，当前为 {embedder.model_id}）。请运行 rag index --rebuild")
+    try:
+        embedder.dim  # starts the engine now: a model that cannot load is a setting to fix, not a traceback
+    except Exception as e:
+        reason = " ".join(str(e).split())[:200]  # one line
+        raise ConfigError(f"RAG_MODEL={cfg.model}：无法加载向量模型（{type(e).__name__}: {reason}）") from None
+    idx = index_mod.ensure(cfg, embedder, progress=progress)
     llm = None
     if cfg.llm_base_url and cfg.llm_model:
         from rag.llm import chat_model
 
         llm = chat_model(cfg)
-    return AnswerChain(Answerer(Retriever(idx, embedder, cfg, mode, steer)), cfg, llm)
+    return AnswerChain(Answerer(Retriever(idx, ShortQuery(embedder), cfg, mode, steer)), cfg, llm)

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rag.config import Config
+from rag.config import Config, ConfigError
 
 app = typer.Typer(
     help="政策案例问答：上海各区优化营商环境案例的检索问答，每个回答都注明区、案例和原文出处。",
@@ -23,11 +23,20 @@ err = Console(stderr=True)
 @app.callback()
 def main():
     """政策案例问答 (policy-case Q&A). Data and index live under RAG_HOME."""
+    settings()  # a bad RAG_* value stops every command here, before any work
+
+
+def settings(**overrides) -> Config:
+    """The configuration, or one line naming the bad setting and exit code 2."""
+    try:
+        return Config.from_env(**overrides)
+    except ConfigError as e:
+        fail(str(e), 2)
 
 
 def fail(message: str, code: int):
     """A message for the user on stderr (as plain text: paths may hold [brackets]), then exit."""
-    err.print(message, style="red", markup=False, highlight=False)
+    err.print(message, style="red", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -43,7 +52,7 @@ def cases(as_json: bool = typer.Option(False, "--json", help="Print a JSON list 
     from rag.chunking import chunk_cases
     from rag.corpus import load_cases
 
-    cfg = Config.from_env()
+    cfg = settings()
     all_cases = load_cases(cfg.seeds)
     per_case = Counter(c.case.id for c in chunk_cases(all_cases, cfg.seeds, cfg.chunk_size))
     if as_json:
@@ -64,7 +73,7 @@ def index(rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild even if
     """Build the search index from seeds/ (FAISS + BM25 + records) under RAG_HOME."""
     from rag import index as idx
 
-    cfg = Config.from_env()
+    cfg = settings()
     if rebuild:
         built = idx.build(cfg, progress=True)
     else:
@@ -83,9 +92,11 @@ def load_chain():
     from rag.index import IndexError_
 
     try:
-        return chain_mod.build(Config.from_env(), progress=True)
+        return chain_mod.build(settings(), progress=True)
     except IndexError_ as e:
         fail(str(e), 1)
+    except ConfigError as e:
+        fail(str(e), 2)
 
 
 def print_answer(answer) -> None:
@@ -115,6 +126,37 @@ def read_question(question: str | None) -> str:
     return sys.stdin.buffer.read().decode("utf-8", errors="replace")
 
 
+def batch_answer(chain, n: int, line: bytes, filters: dict) -> dict:
+    """One line of `ask --batch` → its Answer JSON (+ id, latency_ms), or an error naming the line.
+    Never an exception: one bad line must not cost the lines after it."""
+    import math
+    import time
+
+    from rag.chain import BadQuestion
+
+    item = None
+    try:
+        # A BOM may start any line of a file pasted together from several sources, not only the first.
+        item = json.loads(line.decode("utf-8", errors="replace").lstrip("\ufeff"))
+        if not isinstance(item, dict) or not isinstance(item.get("question"), str):
+            raise BadQuestion('应为 {"id": …, "question": "问题"} 形式的 JSON 对象')
+        if isinstance(item.get("id"), float) and not math.isfinite(item["id"]):
+            item = None  # NaN or 1e999: no JSON can carry it back
+            raise BadQuestion("id 应为文字或有限的数字")
+        t = time.perf_counter()
+        answer = chain.invoke({"question": item["question"], "history": item.get("history"), **filters})
+        return {"id": item.get("id"), **answer.to_dict(), "latency_ms": round((time.perf_counter() - t) * 1000, 1)}
+    except json.JSONDecodeError:
+        reason = "不是有效的 JSON"
+    except RecursionError:
+        reason = "JSON 嵌套过深"
+    except BadQuestion as e:
+        reason = str(e)
+    except Exception as e:  # a fault of ours, reported on its line so that the rest still runs
+        reason = f"内部错误（{type(e).__name__}）"
+    return {"id": item.get("id") if isinstance(item, dict) else None, "error": f"第 {n} 行无法回答：{reason}"}
+
+
 @app.command()
 def ask(question: str = typer.Argument(None, help="The question, in Chinese; '-' or nothing reads stdin."),
         as_json: bool = typer.Option(False, "--json", help="Print the Answer as JSON."),
@@ -122,8 +164,6 @@ def ask(question: str = typer.Argument(None, help="The question, in Chinese; '-'
         district: list[str] = typer.Option(None, "--district", help="Only cases of this district (repeatable)."),
         year: list[int] = typer.Option(None, "--year", help="Only cases of this year (repeatable).")):
     """Answer one question (or a batch) with the district, the case and cited source lines."""
-    import time
-
     from rag.chain import BadQuestion
 
     chain = load_chain()
@@ -135,21 +175,11 @@ def ask(question: str = typer.Argument(None, help="The question, in Chinese; '-'
             fail(f"无法读取 {batch}：{e.strerror}", 2)
         # One line's bad input is that line's error, as JSON; the rest of the batch still runs.
         for n, line in enumerate(stream, 1):
-            if not line.strip():
-                continue
-            item = None
-            try:
-                item = json.loads(line.decode("utf-8", errors="replace"))
-                if not isinstance(item, dict) or not isinstance(item.get("question"), str):
-                    raise BadQuestion('应为 {"id": …, "question": "问题"} 形式的 JSON 对象')
-                t = time.perf_counter()
-                answer = chain.invoke({"question": item["question"], "history": item.get("history"), **filters})
-                out = {"id": item.get("id"), **answer.to_dict(),
-                       "latency_ms": round((time.perf_counter() - t) * 1000, 1)}
-            except ValueError as e:  # bad JSON, or BadQuestion (the chain checks the shape)
-                reason = "不是有效的 JSON" if isinstance(e, json.JSONDecodeError) else str(e)
-                out = {"id": item.get("id") if isinstance(item, dict) else None, "error": f"第 {n} 行无法回答：{reason}"}
-            sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
+            if line.strip():
+                out = batch_answer(chain, n, line, filters)
+                # A lone surrogate (in an id, say) is written as its JSON escape, which no encoder refuses.
+                text = json.dumps(out, ensure_ascii=False).encode("utf-8", "backslashreplace").decode()
+                sys.stdout.write(text + "\n")
         return
     try:
         answer = chain.invoke({"question": read_question(question), **filters})
@@ -219,7 +249,10 @@ def serve(host: str = typer.Option(None, "--host", help="Address to bind (RAG_SE
     """Start the chat in the browser at http://127.0.0.1:7860 (builds the index first if missing)."""
     from ui.app import serve as run_server
 
-    run_server(host=host, port=port, share=share, auth=auth)
+    try:
+        run_server(host=host, port=port, share=share, auth=auth)
+    except ConfigError as e:
+        fail(str(e), 2)
 
 
 if __name__ == "__main__":

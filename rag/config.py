@@ -9,6 +9,13 @@ from pathlib import Path
 import platformdirs
 
 REPO_SEEDS = Path(__file__).resolve().parent.parent / "seeds"
+FUSIONS = ("rrf", "weighted")
+FAISS_SETTINGS = ("auto", "flat", "hnsw", "ivf")
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message is one line naming the variable and what it takes."""
 
 
 def _home() -> Path:
@@ -32,12 +39,36 @@ class Config:
     llm_base_url: str = ""
     llm_model: str = ""
     llm_api_key: str = ""
+    # The cost budget of one request (rag.chain.budget): every part of it is cut before any work.
     max_question_chars: int = 2000
+    max_history_items: int = 6  # the last three turns: follow-ups read only the most recent ones
+    max_history_item_chars: int = 2000
+    max_request_chars: int = 8000  # question and history together
     # FAISS index type: "auto" picks by measured size (rag.index.faiss_index_type), or flat / hnsw / ivf.
     faiss: str = "auto"
     serve_host: str = "127.0.0.1"
     serve_port: int = 7860
     auth: str = ""  # "user:pass" turns on the chat's login
+    admin: str = ""  # the login that may see the server's paths and LLM endpoint in the settings panel
+    log_questions: bool = False  # the server log names a failed question by hash and length unless set
+
+    def __post_init__(self):
+        positive = ("chunk_size", "top_k", "rrf_k", "max_question_chars", "max_history_items",
+                    "max_history_item_chars", "max_request_chars")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{env(name)}={getattr(self, name)}：应为正整数")
+        if self.fusion not in FUSIONS:
+            raise ConfigError(f"{env('fusion')}={self.fusion}：应为 {' / '.join(FUSIONS)} 之一")
+        if self.faiss not in FAISS_SETTINGS:
+            raise ConfigError(f"{env('faiss')}={self.faiss}：应为 {' / '.join(FAISS_SETTINGS)} 之一")
+        if not 1 <= self.serve_port <= 65535:
+            raise ConfigError(f"{env('serve_port')}={self.serve_port}：端口应在 1–65535 之间")
+        user, sep, password = self.auth.partition(":")
+        if self.auth and not (sep and user and password):
+            raise ConfigError(f"{env('auth')} / --auth 的格式应为 user:pass")
+        if not self.model.strip():
+            raise ConfigError(f"{env('model')} 不能为空")
 
     @property
     def index_dir(self) -> Path:
@@ -45,9 +76,26 @@ class Config:
 
     @classmethod
     def from_env(cls, **overrides) -> "Config":
-        """Defaults, then RAG_<FIELD> variables (RAG_MODEL, RAG_CHUNK_SIZE, …), then `overrides`."""
-        defaults = cls()
-        values = {f.name: type(getattr(defaults, f.name))(os.environ[f"RAG_{f.name.upper()}"])
-                  for f in fields(cls) if f"RAG_{f.name.upper()}" in os.environ}
+        """Defaults, then RAG_<FIELD> variables (RAG_MODEL, RAG_CHUNK_SIZE, …), then `overrides`.
+        A value that cannot work raises ConfigError with one line that names it."""
+        values = {f.name: _parse(f.name, type(getattr(cls, f.name, "")), os.environ[env(f.name)])
+                  for f in fields(cls) if env(f.name) in os.environ and f.name != "home"}  # RAG_HOME: _home()
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return replace(defaults, **values)
+        return replace(cls(), **values)
+
+
+def env(name: str) -> str:
+    return f"RAG_{name.upper()}"
+
+
+def _parse(name: str, kind: type, raw: str):
+    if kind is bool:
+        if raw.strip().lower() not in TRUE + FALSE:
+            raise ConfigError(f"{env(name)}={raw}：应为 1 或 0")
+        return raw.strip().lower() in TRUE
+    if kind is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{env(name)}={raw}：应为整数") from None
+    return kind(raw)

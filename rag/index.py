@@ -13,17 +13,18 @@ import os
 import shutil
 import sys
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from rag.chunking import Chunk, chunk_cases
-from rag.config import Config
-from rag.corpus import Case, case_text, load_cases
+from rag.config import FAISS_SETTINGS, Config
+from rag.corpus import Case, case_text, clean, load_cases, read_lines
 from rag.tokenize import Tokenizer, user_words
 
-SCHEMA = 2
+SCHEMA = 3  # 2: the manifest holds a SHA-256 of every file; 3: sentence-level vectors and BM25
 FILES = ("manifest.json", "chunks.json", "vectors.faiss", "userdict.txt", "bm25",
          "sentences.faiss", "bm25-sentences")
 
@@ -37,7 +38,9 @@ class IndexMissing(IndexError_):
 
 
 class IndexStale(IndexError_):
-    pass
+    def __init__(self, reasons: str):
+        super().__init__(f"索引已过期：{reasons}。请运行 rag index --rebuild")
+        self.reasons = reasons
 
 
 class IndexCorrupt(IndexError_):
@@ -64,7 +67,6 @@ def chunking_hash(cfg: Config) -> str:
 # faster at recall@10 >= 0.95 against exact, where IVF reached only 0.90 at 100k; from 300k IVF
 # is both faster and within target (0.95 at 300k, 0.99 at 1M), builds 3-8x faster, and HNSW
 # (M=32, efConstruction 40) fell to 0.88 at 1M. 200k splits the measured 100k-300k bracket.
-FAISS_SETTINGS = ("auto", "flat", "hnsw", "ivf")
 FLAT_MAX_CHUNKS, HNSW_MAX_CHUNKS = 30_000, 200_000
 HNSW_M, HNSW_EF_SEARCH = 32, 256
 IVF_NPROBE = 64
@@ -193,7 +195,8 @@ def build(cfg: Config, embedder=None, progress: bool = True) -> Index:
         tokenizer.save(tmp / "userdict.txt")
         records = {"cases": [c.to_dict() for c in cases], "chunks": [c.to_dict() for c in chunks]}
         (tmp / "chunks.json").write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
-        # The manifest goes last: a directory without one was never finished.
+        # The manifest goes last, with a hash of every file: a directory without one was never finished.
+        manifest["files"] = file_hashes(tmp)
         (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
         _swap_in(tmp, final)
     finally:
@@ -230,16 +233,93 @@ def check(cfg: Config, model_id: str | None = None) -> dict:
     if manifest.get("chunking_hash") != chunking_hash(cfg):
         reasons.append("切分设置或代码已变更")
     if reasons:
-        raise IndexStale("索引已过期：" + "；".join(reasons) + "。请运行 rag index --rebuild")
+        raise IndexStale("；".join(reasons))
     return manifest
+
+
+def file_hashes(d: Path) -> dict[str, str]:
+    """SHA-256 of every file of an index but its manifest, by path within the directory."""
+    return {p.relative_to(d).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(d.rglob("*")) if p.is_file() and p.name != "manifest.json"}
+
+
+def verify_files(d: Path, manifest: dict) -> None:
+    """Every file exactly as the build wrote it: the parsers alone let an edited district, a
+    zeroed vector or an emptied dictionary through, and served them as the source."""
+    want, got = manifest.get("files"), file_hashes(d)
+    if not isinstance(want, dict):
+        raise IndexCorrupt(f"索引清单缺少文件校验值（{d}）。请运行 rag index --rebuild")
+    changed = sorted(name for name in want.keys() | got.keys() if want.get(name) != got.get(name))
+    if changed:
+        raise IndexCorrupt(f"索引文件被改动或缺失（{d}：{'、'.join(changed[:5])}）。请运行 rag index --rebuild")
+
+
+def verify_sources(seeds: Path, cases: dict[str, Case], chunks: list[Chunk]) -> None:
+    """Every source a file inside the document store, every case record (district, title, lines)
+    as the seeds give it today, and every quoted sentence there, at its line: what the chat states
+    as fact or shows as a quotation is read back from the source (~11 ms), not taken on trust."""
+    root = seeds.resolve()
+    for case in cases.values():
+        path = (seeds / case.source).resolve()
+        if path.parent != root or not path.is_file():
+            raise IndexCorrupt(f"索引中的出处不在文档库中（{case.source!r}）。请运行 rag index --rebuild")
+    fresh = {c.id: c for c in load_cases(seeds)}
+    changed = sorted(set(fresh) ^ set(cases) | {k for k in fresh.keys() & cases.keys() if fresh[k] != cases[k]})
+    if changed:
+        raise IndexCorrupt(f"索引中的案例信息与原文不符（{'、'.join(changed[:5])}）。请运行 rag index --rebuild")
+    for chunk in chunks:
+        lines = read_lines(seeds / chunk.case.source)
+        for s in chunk.sentences:
+            if not (0 < s.line <= len(lines) and s.text and s.text in clean(lines[s.line - 1])):
+                raise IndexCorrupt(f"索引中的引文与原文不符（{chunk.case.source} 第 {s.line} 行）。请运行 rag index --rebuild")
+
+
+def recover(cfg: Config, say=lambda msg: print(msg, file=sys.stderr)) -> None:
+    """Directories a killed build left beside the index: a finished one takes the place of a
+    missing index (a kill between _swap_in's two renames), the rest are removed. Those of a
+    build still running are left alone."""
+    final = cfg.index_dir
+    leftovers = []
+    for d in sorted(final.parent.glob(f".{final.name}.*-*")):
+        kind, _, pid = d.name.rpartition("-")
+        if kind.endswith((".tmp", ".old")) and pid.isdigit() and not _running(int(pid)):
+            leftovers.append(d)
+    # The newer build first: a finished temp directory, then the index it was replacing.
+    for d in sorted(leftovers, key=lambda d: not d.name.split(".")[-1].startswith("tmp")):
+        if not final.exists() and _finished(d):
+            with suppress(OSError):  # another process recovering the same directory got there first
+                d.rename(final)
+                say(f"已恢复上次中断时的索引（{d.name}）")
+        else:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process, alive
+        pass
+    return True
+
+
+def _finished(d: Path) -> bool:
+    try:
+        verify_files(d, json.loads((d / "manifest.json").read_text(encoding="utf-8")))
+        return True
+    except (OSError, ValueError, IndexCorrupt):
+        return False
 
 
 def load(cfg: Config, model_id: str | None = None) -> Index:
     import bm25s
     import faiss
 
+    recover(cfg)
     manifest = check(cfg, model_id)
     d = cfg.index_dir
+    verify_files(d, manifest)
     try:
         records = json.loads((d / "chunks.json").read_text(encoding="utf-8"))
         cases = {c["id"]: Case.from_dict(c) for c in records["cases"]}
@@ -257,6 +337,7 @@ def load(cfg: Config, model_id: str | None = None) -> Index:
             and svectors.ntotal == n_sentences == manifest.get("sentences") and svectors.d == manifest["dim"]):
         raise IndexCorrupt(f"索引文件互不一致（向量 {vectors.ntotal}，片段 {len(chunks)}，"
                            f"句向量 {svectors.ntotal}，句子 {n_sentences}）。请运行 rag index --rebuild")
+    verify_sources(cfg.seeds, cases, chunks)
     return Index(d, manifest, cases, chunks, vectors, bm25, tokenizer, svectors, sbm25)
 
 
@@ -266,6 +347,7 @@ def ensure(cfg: Config, embedder=None, progress: bool = True) -> Index:
     try:
         return load(cfg, model_id)
     except (IndexMissing, IndexStale) as e:
-        if progress:
-            print(f"{e}\n正在重建索引…", file=sys.stderr)
+        if progress:  # what happens now, not the command that would do it
+            why = f"索引已过期（{e.reasons}）" if isinstance(e, IndexStale) else f"还没有索引（{cfg.index_dir}）"
+            print(f"{why}，正在重建索引，请稍候（进度如下）…", file=sys.stderr)
         return build(cfg, embedder, progress)

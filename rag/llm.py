@@ -2,7 +2,8 @@
 
 The grounded (extractive) answer's citations are the numbered sources. Whatever the model
 writes, markers that point at no source are removed, and if it cites nothing, each sentence
-is matched to the source it overlaps most. The Answer record is the same as without an LLM.
+is matched to the source it overlaps most. Then each sentence must be supported by the sources it
+cites, or it goes. The Answer record is the same as without an LLM.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ SYSTEM = """你是上海各区优化营商环境案例的问答助手。规则�
 
 MARKER = re.compile(r"\[(\d+)\]")
 SENTENCE = re.compile(r"[^。！？\n]+[。！？]?")
+CLAIM = re.compile(r"[^。！？\n]+[。！？]?(?:\[\d+\])*")  # a sentence and the markers after its full stop
+DIGITS = re.compile(r"\d+(?:\.\d+)?")
+MIN_OVERLAP = 0.3  # of a sentence's character pairs found in its source: a paraphrase, not a new claim
 
 
 def chat_model(cfg: Config):
@@ -47,7 +51,7 @@ def _bigrams(text: str) -> set[str]:
     return {text[i:i + 2] for i in range(len(text) - 1)}
 
 
-def attach_citations(text: str, sources: list[Citation], min_overlap: float = 0.3) -> str:
+def attach_citations(text: str, sources: list[Citation], min_overlap: float = MIN_OVERLAP) -> str:
     """For a reply with no markers: cite each sentence's best-overlapping source, if any."""
     out = []
     for sent in SENTENCE.findall(text):
@@ -59,12 +63,31 @@ def attach_citations(text: str, sources: list[Citation], min_overlap: float = 0.
     return "".join(out)
 
 
+def supported(claim: str, cited: list[Citation]) -> bool:
+    """The claim's words overlap the sources it cites, and its every number stands in one of them."""
+    words, source = _bigrams(MARKER.sub("", claim)), " ".join(c.quote for c in cited)
+    return bool(words) and len(words & _bigrams(source)) / len(words) >= MIN_OVERLAP and \
+        all(n in source for n in DIGITS.findall(MARKER.sub("", claim)))
+
+
+def keep_supported(text: str, valid: dict[int, Citation]) -> str:
+    """Only the sentences their cited sources support: a valid [n] on "所有区都是第一名" is no support."""
+    lines = []
+    for line in text.split("\n"):
+        claims = [c for c in CLAIM.findall(line)
+                  if supported(c, [valid[int(n)] for n in MARKER.findall(c)])]
+        lines.append("".join(claims))
+    return "\n".join(line for line in lines if line.strip())
+
+
 def verify(text: str, sources: list[Citation]) -> tuple[str, list[Citation]]:
-    """Drop markers that point at no source; renumber the rest in order of first use."""
+    """Drop markers that point at no source, then sentences their sources do not support;
+    renumber the remaining markers in order of first use."""
     valid = {c.n: c for c in sources}
     text = MARKER.sub(lambda m: m.group(0) if int(m.group(1)) in valid else "", text)
     if not MARKER.search(text):
         text = attach_citations(text, sources)
+    text = keep_supported(text, valid)
     order: dict[int, int] = {}
     for m in MARKER.finditer(text):
         order.setdefault(int(m.group(1)), len(order) + 1)

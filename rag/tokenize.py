@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import jieba
+import platformdirs
 
 from rag.corpus import DISTRICTS, GAZETTEER
 
@@ -27,9 +29,17 @@ def user_words(texts: list[str]) -> list[str]:
 
 
 def default_cache_dir() -> Path:
-    import platformdirs
-
     return Path(platformdirs.user_cache_dir("policy-case-qa")) / "jieba"
+
+
+def private_dir(path: Path) -> str | None:
+    """`path`, created if need be, when only this user can write to it."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = path.stat()
+    except OSError:
+        return None
+    return str(path) if st.st_uid == os.getuid() and not st.st_mode & 0o022 else None
 
 
 class Tokenizer:
@@ -37,11 +47,12 @@ class Tokenizer:
         self.words = words
         self._jieba = jieba.Tokenizer()
         # jieba keeps its prefix dictionary (built from dict.txt in ~2 s) as a marshal file, by
-        # default in the system temp dir, where anyone could plant one; ours goes to a dir of the
-        # user's own (the index passes RAG_HOME/cache).
-        cache_dir = Path(cache_dir or default_cache_dir())
-        cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._jieba.tmp_dir = str(cache_dir)
+        # default in the system temp dir, where anyone could plant one. Ours goes to a directory of
+        # this user's alone (the index passes RAG_HOME/cache), or there is no cache at all.
+        self._jieba.tmp_dir = private_dir(Path(cache_dir or default_cache_dir()))
+        if self._jieba.tmp_dir is None:
+            self._jieba.FREQ, self._jieba.total = self._jieba.gen_pfdict(self._jieba.get_dict_file())
+            self._jieba.initialized = True
         for w in words:
             self._jieba.add_word(w, freq=200_000)
 

@@ -102,4 +102,19 @@ def test_verify_alone():
     text, cited = verify("虹口区的品牌。[3]", src)
     assert text == "虹口区的品牌。[1]" and [c.n for c in cited] == [1]
     text, cited = verify("完全无关的一句话。[3]", src)
-    assert text == "完全无关的一句话。" and cited == []
+    assert text == "" and cited == []  # cites nothing and matches nothing: not shown
+
+
+def test_llm_sentence_with_a_valid_marker_but_no_support_is_withheld(chain):
+    # It was shown, with citations: the marker was valid, the claim was not in the source.
+    a = llm_chain(chain, "所有区都是第一名[1]。").invoke({"question": "哪个区推出了“一楼一事办”？"})
+    assert not a.answerable and "第一名" not in a.answer and a.citations == []
+
+
+def test_llm_unsupported_sentences_go_and_supported_ones_stay(chain):
+    grounded = chain.invoke({"question": "哪个区推出了“一楼一事办”？"})
+    quote = grounded.citations[0].quote
+    reply = f"{quote}[1]\n所有区都是第一名。[1]\n该做法把审批压缩到了987天。[1]"
+    a = llm_chain(chain, reply).invoke({"question": "哪个区推出了“一楼一事办”？"})
+    assert a.answerable and quote in a.answer
+    assert "第一名" not in a.answer and "987" not in a.answer  # a number the source does not give

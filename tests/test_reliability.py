@@ -126,7 +126,14 @@ def rag(*args, cfg, stdin: bytes = b"") -> subprocess.CompletedProcess:
 
 BAD_LINES = [b"not json", b'"just a string"', b'{"id": "n", "question": 123}',
              '{"id": "h", "question": "那徐汇区呢？", "history": "abc"}'.encode(),
-             b'{"id": "u", "question": "' + INVALID_UTF8 + b'"}']
+             b'{"id": "u", "question": "' + INVALID_UTF8 + b'"}',
+             # Each of these once stopped the whole batch, losing every line after it.
+             '{"id": "s", "question": "\\ud800哪个区推出了“一楼一事办”？"}'.encode(),  # a lone surrogate
+             b"[" * 100_000,  # RecursionError in the JSON parser
+             '\ufeff{"id": "bom", "question": "哪个区推出了“一楼一事办”？"}'.encode(),  # a BOM mid-file
+             b'{"id": NaN, "question": "x"}', b'{"id": 1e999, "question": "x"}',  # ids JSON cannot carry
+             '{"id": "\\udfff", "question": "哪个区推出了“一楼一事办”？"}'.encode(),  # an id no encoder takes
+             '{"id": "last", "question": "哪个区推出了“一楼一事办”？"}'.encode()]
 
 
 @pytest.fixture(scope="module")
@@ -153,11 +160,17 @@ def test_cli_batch(bad, batch, api):
 
 def test_cli_batch_reports_bad_lines_as_json(batch):
     rows = batch[len(CORPUS):]
-    assert [r["id"] for r in rows] == [None, None, "n", "h", "u"]
+    assert [r["id"] for r in rows[:5]] == [None, None, "n", "h", "u"]
     assert "不是有效的 JSON" in rows[0]["error"]
     assert "JSON 对象" in rows[1]["error"] and "JSON 对象" in rows[2]["error"]
     assert "history 应为" in rows[3]["error"]
     assert "浦东新区" in rows[4]["districts"]  # invalid UTF-8 inside a line: replaced, then answered
+    assert rows[5]["id"] == "s" and rows[5]["districts"] == ["虹口区"] and "\ud800" not in rows[5]["question"]
+    assert rows[6]["id"] is None and "嵌套过深" in rows[6]["error"]
+    assert rows[7]["id"] == "bom" and rows[7]["districts"] == ["虹口区"]
+    assert [r["id"] for r in rows[8:10]] == [None, None] and all("id 应为" in r["error"] for r in rows[8:10])
+    assert rows[10]["id"] == "\udfff" and rows[10]["districts"] == ["虹口区"]  # written as its JSON escape
+    assert rows[11]["id"] == "last" and rows[11]["districts"] == ["虹口区"]
 
 
 @pytest.mark.parametrize("args, stdin", [(["ask", ""], b""), (["ask", "-"], " \u200b\t\n".encode()), (["ask"], b"")],
@@ -223,16 +236,37 @@ def test_chat_endpoint_says_what_is_wrong_with_a_request(args, message, client, 
 
 
 # -- concurrency --------------------------------------------------------------------------------
-def test_concurrent_clients_get_the_answers_of_one_at_a_time(server, chain):
-    """bench/loadtest.py, small: 5 clients × 2 rounds over 10 gold questions (two of them follow-ups)."""
+@pytest.fixture(scope="module")
+def loadtest():
     spec = importlib.util.spec_from_file_location("loadtest", ROOT / "bench" / "loadtest.py")
-    loadtest = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(loadtest)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def gold_expected(loadtest, chain):
+    """10 gold questions (two of them follow-ups) and the answers one at a time gives."""
     gold = loadtest.gold_items()
     items = [g for g in gold if not g.get("history")][:8] + [g for g in gold if g.get("history")][:2]
-    expected = {g["id"]: as_json(chain.invoke({"question": g["question"], "history": g.get("history")}))
-                for g in items}
-    result = loadtest.hammer(server, items, expected, clients=5, rounds=2, time_limit=300)
+    return items, {g["id"]: as_json(chain.invoke({"question": g["question"], "history": g.get("history")}))
+                   for g in items}
+
+
+def test_concurrent_clients_get_the_answers_of_one_at_a_time(server, loadtest, gold_expected):
+    """bench/loadtest.py, small: 5 clients × 2 rounds over 10 gold questions."""
+    result = loadtest.hammer(server, *gold_expected, clients=5, rounds=2, time_limit=300)
     assert result["completed_requests"] == result["planned_requests"] == 20
     assert result["errors"] == 0, result["error_samples"]
     assert result["mismatches"] == 0, result["mismatched_ids"]
+
+
+def test_a_hostile_client_among_normal_ones(server, loadtest, gold_expected):
+    """bench/loadtest.py --hostile, small: 4 plain-HTTP clients beside one that sends only the
+    costliest requests (a 1 MB history item, 100,000 combining marks …); before the budget, one of
+    those held the whole server for minutes. Everyone is answered, and answered right."""
+    result = loadtest.hammer(server, *gold_expected, clients=4, rounds=2, time_limit=300, hostile=1, http=True)
+    assert result["completed_requests"] == result["planned_requests"] == 20
+    assert result["errors"] == 0, result["error_samples"]
+    assert result["mismatches"] == 0, result["mismatched_ids"]
+    assert result["hostile_requests"] >= 1

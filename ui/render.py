@@ -141,5 +141,6 @@ class Renderer:
         return best.lines, " > ".join(best.path)
 
     def source_lines(self, source: str) -> tuple[str, ...]:
-        path = self.seeds / source
-        return read_lines(path) if path.exists() else ()
+        # Only a file of the document store: a planted "/etc/passwd" must not be shown.
+        path = (self.seeds / source).resolve()
+        return read_lines(path) if path.parent == self.seeds.resolve() and path.is_file() else ()
