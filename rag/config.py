@@ -15,6 +15,13 @@ def _home() -> Path:
     return Path(os.environ.get("RAG_HOME") or platformdirs.user_data_dir("policy-case-qa"))
 
 
+def _parse(value: str, kind: type):
+    # bool("0") is True: switches read the words people write for off.
+    if kind is bool:
+        return value.strip().lower() not in ("0", "false", "no", "off", "")
+    return kind(value)
+
+
 @dataclass(frozen=True)
 class Config:
     seeds: Path = REPO_SEEDS
@@ -35,16 +42,21 @@ class Config:
     serve_host: str = "127.0.0.1"
     serve_port: int = 7860
     auth: str = ""  # "user:pass" turns on the chat's login
+    feedback: bool = True  # 👍 / 👎 in the chat, stored under home; RAG_FEEDBACK=0 turns it off
 
     @property
     def index_dir(self) -> Path:
         return self.home / "index"
 
+    @property
+    def feedback_db(self) -> Path:
+        return self.home / "feedback.sqlite3"
+
     @classmethod
     def from_env(cls, **overrides) -> "Config":
         """Defaults, then RAG_<FIELD> variables (RAG_MODEL, RAG_CHUNK_SIZE, …), then `overrides`."""
         defaults = cls()
-        values = {f.name: type(getattr(defaults, f.name))(os.environ[f"RAG_{f.name.upper()}"])
+        values = {f.name: _parse(os.environ[f"RAG_{f.name.upper()}"], type(getattr(defaults, f.name)))
                   for f in fields(cls) if f"RAG_{f.name.upper()}" in os.environ}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return replace(defaults, **values)
