@@ -180,7 +180,7 @@ def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
             with gr.Tab("问答", id="chat-tab"):
                 with gr.Row():
                     districts = gr.Dropdown(district_choices(cases), value=[], multiselect=True,
-                                            label="只看这些区（可选）", info="不选即全部区")
+                                            label="只看这些区（可选）", info="不选即全部区", elem_id="filter-districts")
                     years = gr.Dropdown(year_choices(cases), value=[], multiselect=True,
                                         label="只看这些年份 / 文件（可选）", info="不选即全部年份")
                 with gr.Row():
