@@ -2,7 +2,7 @@
 
 Every write opens its own connection: SQLite in WAL mode lets one writer and many readers work
 at once, and `busy_timeout` makes a second writer wait for the first instead of failing, so the
-chat's concurrent users need no lock of ours. Nothing about the person is stored but, when the
+chat's concurrent users need no lock of ours (nor do several server processes on one file). Nothing about the person is stored but, when the
 chat has a login, their user name.
 
 `export()` turns rows into lines in the format of eval/gold.jsonl (eval/GOLD.md), for a person to
@@ -50,6 +50,10 @@ class FeedbackStore:
     def connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30)
         db.execute("PRAGMA busy_timeout=30000")
+        # In WAL mode NORMAL syncs at checkpoints, not at every commit: a crash of the process loses
+        # nothing and the file is never corrupted; a power cut may lose the last few verdicts. Per-commit
+        # fsyncs took the 20-writer p95 from ~5 ms to ~1 s on the shared test machine's disk.
+        db.execute("PRAGMA synchronous=NORMAL")
         db.row_factory = sqlite3.Row
         return db
 
