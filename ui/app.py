@@ -203,8 +203,8 @@ def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
                 if cfg.feedback:
                     feedback.build(chatbot, turns, FeedbackStore(cfg.feedback_db), cases,
                                    index_version(chain.answerer.retriever.index.manifest), with_login=bool(cfg.auth))
-            with gr.Tab("案例地图", id="atlas-tab"):
-                atlas.build(cases, cfg.seeds, shapes)
+            with gr.Tab("案例地图", id="atlas-tab") as atlas_tab:
+                atlas.build(cases, cfg.seeds, shapes, atlas_tab)
         with gr.Accordion("设置与索引信息", open=False):
             gr.HTML(settings_html(chain, cfg))
 

@@ -83,12 +83,13 @@ CSS = """
 """
 
 
-def build(cases: dict[str, Case], seeds: Path, shapes) -> None:
-    """The tab's contents, inside the caller's gr.Tab."""
+def build(cases: dict[str, Case], seeds: Path, shapes, tab: gr.Tab) -> None:
+    """The tab's contents, inside the caller's `tab`. The map is drawn when the tab is first opened:
+    the page does not ship a second map to people who only ask questions."""
     with gr.Row():
         with gr.Column(scale=3):
             collection = gr.Radio(collection_choices(cases), value=ALL, label="年份 / 文件", elem_id="atlas-collection")
-            atlas_map = gr.HTML(map_html(shapes, cases, ALL), js_on_load=districtmap.CLICK_JS,
+            atlas_map = gr.HTML("", js_on_load=districtmap.CLICK_JS,
                                 css_template=districtmap.CSS + CSS, elem_id="atlas-map")
         with gr.Column(scale=4):
             listed = gr.Radio([], label="点击地图上的区", elem_id="atlas-cases")
@@ -106,6 +107,7 @@ def build(cases: dict[str, Case], seeds: Path, shapes) -> None:
                                  label=f"{name}：{len(found)} 个案例（点击查看原文）")
         return map_html(shapes, cases, col, name), listed_update, ""
 
+    tab.select(lambda col: map_html(shapes, cases, col), [collection], [atlas_map], api_visibility="private")
     collection.change(pick_collection, [collection], [atlas_map, listed, text], api_visibility="private")
     atlas_map.click(pick_district, [collection], [atlas_map, listed, text], api_visibility="private")
     listed.change(lambda cid: case_html(cases[cid], seeds) if cid else "", [listed], [text], api_visibility="private")
