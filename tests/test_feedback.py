@@ -78,3 +78,17 @@ def test_markdown_copy_writes_out_every_citation(chain):
     for c in answer.citations:
         assert f"{c.n}. {c.district} · 《{c.case_title}》 · {c.collection}（{c.year}年） · " \
                f"`seeds/{c.source}:{c.lines[0]}` · “{c.quote}”" in md
+
+
+def test_rag_feedback_0_removes_the_thumbs_and_the_panel(chain, cfg):
+    from dataclasses import replace
+
+    from ui.app import build_app
+
+    def feedback_parts(demo) -> tuple:
+        blocks = demo.config["components"]
+        chat = next(b for b in blocks if b["props"].get("elem_id") == "chat")
+        return chat["props"].get("feedback_options"), any(b["props"].get("elem_id") == "feedback" for b in blocks)
+
+    assert feedback_parts(build_app(chain, cfg)) == (["Like", "Dislike"], True)
+    assert feedback_parts(build_app(chain, replace(cfg, feedback=False))) == (None, False)
