@@ -255,5 +255,30 @@ def serve(host: str = typer.Option(None, "--host", help="Address to bind (RAG_SE
         fail(str(e), 2)
 
 
+feedback_app = typer.Typer(help="👍 / 👎 left in the chat (RAG_HOME/feedback.sqlite3).", no_args_is_help=True)
+app.add_typer(feedback_app, name="feedback")
+
+
+@feedback_app.command("export")
+def feedback_export(out: str = typer.Option(None, "--out", help="Write the JSONL here instead of stdout.")):
+    """The feedback as gold-candidate JSONL (eval/GOLD.md's format), for a person to review before
+    anything enters eval/gold.jsonl."""
+    from rag.corpus import load_cases
+    from rag.feedback import FeedbackStore, export
+
+    cfg = Config.from_env()
+    if not cfg.feedback_db.exists():
+        fail(f"还没有反馈：{cfg.feedback_db} 不存在", 1)
+    districts = {c.id: c.district for c in load_cases(cfg.seeds)}
+    lines = "".join(json.dumps(item, ensure_ascii=False) + "\n"
+                    for item in export(FeedbackStore(cfg.feedback_db), districts))
+    if out:
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(lines)
+        err.print(f"{lines.count(chr(10))} 条反馈已写入 {out}", markup=False, highlight=False)
+    else:
+        sys.stdout.write(lines)
+
+
 if __name__ == "__main__":
     app()

@@ -51,6 +51,7 @@ class Config:
     auth: str = ""  # "user:pass" turns on the chat's login
     admin: str = ""  # the login that may see the server's paths and LLM endpoint in the settings panel
     log_questions: bool = False  # the server log names a failed question by hash and length unless set
+    feedback: bool = True  # 👍 / 👎 in the chat, stored under home; RAG_FEEDBACK=0 turns it off
 
     def __post_init__(self):
         positive = ("chunk_size", "top_k", "rrf_k", "max_question_chars", "max_history_items",
@@ -73,6 +74,10 @@ class Config:
     @property
     def index_dir(self) -> Path:
         return self.home / "index"
+
+    @property
+    def feedback_db(self) -> Path:
+        return self.home / "feedback.sqlite3"
 
     @classmethod
     def from_env(cls, **overrides) -> "Config":

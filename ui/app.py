@@ -22,8 +22,12 @@ import gradio as gr
 from rag.answer import Answer
 from rag.chain import AnswerChain, BadQuestion, clean
 from rag.config import Config, ConfigError
+from rag.feedback import FeedbackStore, index_version
 from rag.question import EMPTY
 from rag.index import IndexError_
+from ui import atlas, feedback
+from ui import copy as copymd
+from ui import map as districtmap
 from ui.render import Renderer
 from ui.style import CSS, theme
 
@@ -52,7 +56,8 @@ class ChatBlocks(gr.Blocks):
 
     def launch(self, *args, **kwargs):
         kwargs.setdefault("theme", theme())
-        kwargs.setdefault("css", CSS)
+        kwargs.setdefault("css", CSS + copymd.CSS)
+        kwargs.setdefault("head", copymd.HEAD)
         kwargs.setdefault("footer_links", ["api", "settings"])
         # The chat has no upload component, yet Gradio's upload route took 30 MB from anyone. 0 bytes
         # refuses every upload; ingest will bring its own, admin-only, with a limit of its own.
@@ -111,6 +116,12 @@ def is_admin(request: gr.Request | None, cfg: Config) -> bool:
     return bool(cfg.admin and cfg.auth and request is not None and request.username == cfg.admin)
 
 
+def turn_record(question: str, history: list, answer: Answer) -> dict:
+    """What the map and the feedback keep of one shown answer: the question, the turns before it
+    and the Answer JSON (which carries the cases it was drawn from)."""
+    return {"question": question, "history": history, "answer": answer.to_dict()}
+
+
 def refusal(message: str, log: bool = False) -> gr.Error:
     """An error for the person asking. The page renders its message as HTML, hence the escape. A
     refused question is no fault of the server and leaves no traceback in its log; an unusable
@@ -136,14 +147,16 @@ def failure(e: Exception, question, cfg: Config) -> gr.Error:
 def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
     cases = chain.answerer.retriever.index.cases
     render = Renderer(cases, cfg.seeds)
+    shapes = districtmap.shapes_for(cfg.home)
 
     def chain_input(question, history, districts, years) -> dict:
         # Passed as they came: the chain checks their shape and says what is wrong.
         return {"question": question, "history": history or [], "districts": districts or None,
                 "years": years or None}
 
-    def respond(question: str, messages: list, history: list, districts, years) -> Iterator[tuple]:
-        """Streams one turn into the chat; `history` keeps the text and case ids the chain reads."""
+    def respond(question: str, messages: list, history: list, districts, years, turns: dict) -> Iterator[tuple]:
+        """Streams one turn into the chat; `history` keeps the text and case ids the chain reads,
+        `turns` each shown answer's record (for the map and the feedback), by its message index."""
         try:
             # The chain's own check, made before the question enters the transcript.
             if not clean(question, cfg.max_question_chars)[0]:
@@ -151,22 +164,23 @@ def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
         except BadQuestion as e:
             # A notice, not an error: an error would cover the conversation with its overlay.
             gr.Warning(escape(str(e), quote=False))
-            yield question, messages, history
+            yield question, messages, history, turns
             return
         shown = messages + [{"role": "user", "content": render.user(question)},
                             {"role": "assistant", "content": render.partial("")}]
-        yield "", shown, history
+        yield "", shown, history, turns
         text = ""
         try:
             for piece in chain.stream(chain_input(question, history, districts, years)):
                 if isinstance(piece, Answer):
-                    shown[-1] = {"role": "assistant", "content": render.answer(piece)}
+                    shown[-1] = {"role": "assistant", "content": render.answer(piece) + copymd.button(piece)}
+                    turns = {**turns, len(shown) - 1: turn_record(question, history, piece)}
                     history = history + [{"role": "user", "content": question},
                                          {"role": "assistant", "content": piece.answer, "case_ids": piece.case_ids}]
                 else:
                     text += piece
                     shown[-1] = {"role": "assistant", "content": render.partial(text)}
-                yield "", shown, history
+                yield "", shown, history, turns
         except (BadQuestion, IndexError_) as e:
             raise refusal(str(e), log=isinstance(e, IndexError_)) from None
         except Exception as e:
@@ -188,28 +202,57 @@ def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
     with ChatBlocks(title="政策案例问答", analytics_enabled=False) as demo:
         gr.HTML(f'<div class="app-header"><h1>政策案例问答</h1><span class="scope">{scope_line(cases)}</span></div>'
                 '<p class="app-hint">每个回答都注明区、案例和原文出处（seeds/ 中的文件与行号）；材料里没有的，会直说没有找到。</p>')
-        with gr.Row():
-            districts = gr.Dropdown(district_choices(cases), value=[], multiselect=True, label="只看这些区（可选）",
-                                    info="不选即全部区")
-            years = gr.Dropdown(year_choices(cases), value=[], multiselect=True, label="只看这些年份 / 文件（可选）",
-                                info="不选即全部年份")
-        chatbot = gr.Chatbot(label="问答", height=560, render_markdown=False, buttons=[], feedback_options=None,
-                             placeholder="请在下方输入问题，或点选示例问题。", elem_id="chat")
-        history = gr.State([])
-        with gr.Row():
-            box = gr.Textbox(placeholder="例如：哪个区推出了“一楼一事办”？", show_label=False, scale=8,
-                             autofocus=True, elem_id="question")
-            send = gr.Button("提问", variant="primary", scale=1, min_width=80, elem_id="send")
-        gr.Examples([[q] for q in EXAMPLES], inputs=[box], label="示例问题（点选后按“提问”）",
-                    example_labels=[f"（追问）{q}" if q in FOLLOW_UPS else q for q in EXAMPLES])
+        with gr.Tabs():
+            with gr.Tab("问答", id="chat-tab"):
+                with gr.Row():
+                    districts = gr.Dropdown(district_choices(cases), value=[], multiselect=True,
+                                            label="只看这些区（可选）", info="不选即全部区", elem_id="filter-districts")
+                    years = gr.Dropdown(year_choices(cases), value=[], multiselect=True,
+                                        label="只看这些年份 / 文件（可选）", info="不选即全部年份")
+                with gr.Row():
+                    with gr.Column(scale=3):
+                        chatbot = gr.Chatbot(label="问答", height=560, render_markdown=False, buttons=[],
+                                             feedback_options=("Like", "Dislike") if cfg.feedback else None,
+                                             placeholder="请在下方输入问题，或点选示例问题。", elem_id="chat")
+                    with gr.Column(scale=2, min_width=320):
+                        answer_map = gr.HTML(districtmap.for_answer(shapes, cases, None),
+                                             js_on_load=districtmap.CLICK_JS, css_template=districtmap.CSS,
+                                             elem_id="answer-map")
+                history = gr.State([])
+                turns = gr.State({})
+                with gr.Row():
+                    box = gr.Textbox(placeholder="例如：哪个区推出了“一楼一事办”？", show_label=False, scale=8,
+                                     autofocus=True, elem_id="question")
+                    send = gr.Button("提问", variant="primary", scale=1, min_width=80, elem_id="send")
+                gr.Examples([[q] for q in EXAMPLES], inputs=[box], label="示例问题（点选后按“提问”）",
+                            example_labels=[f"（追问）{q}" if q in FOLLOW_UPS else q for q in EXAMPLES])
+                if cfg.feedback:
+                    feedback.build(chatbot, turns, FeedbackStore(cfg.feedback_db), cases,
+                                   index_version(chain.answerer.retriever.index.manifest), with_login=bool(cfg.auth))
+            with gr.Tab("案例地图", id="atlas-tab") as atlas_tab:
+                atlas.build(cases, cfg.seeds, shapes, atlas_tab)
         with gr.Accordion("设置与索引信息", open=False):
             settings = gr.HTML(settings_html(chain, cfg))
 
-        turn = dict(fn=respond, inputs=[box, chatbot, history, districts, years], outputs=[box, chatbot, history],
-                    api_visibility="private", concurrency_limit=CONCURRENCY)
-        box.submit(**turn)
-        send.click(**turn)
-        chatbot.clear(lambda: [], outputs=[history], api_visibility="private")
+        def show_on_map(turns_now: dict, chosen: list) -> str:
+            last = turns_now[max(turns_now)]["answer"] if turns_now else None
+            return districtmap.for_answer(shapes, cases, last, chosen or [])
+
+        def filter_by_click(chosen: list, evt: gr.EventData):
+            # One click: only that district; a second click on it: all districts again.
+            name = (evt._data or {}).get("district")
+            if not name:
+                return gr.skip()
+            return [] if chosen == [name] else [name]
+
+        turn = dict(fn=respond, inputs=[box, chatbot, history, districts, years, turns],
+                    outputs=[box, chatbot, history, turns], api_visibility="private", concurrency_limit=CONCURRENCY)
+        for asked in (box.submit(**turn), send.click(**turn)):
+            asked.then(show_on_map, [turns, districts], [answer_map], api_visibility="private")
+        answer_map.click(filter_by_click, [districts], [districts], api_visibility="private")
+        districts.change(show_on_map, [turns, districts], [answer_map], api_visibility="private")
+        chatbot.clear(lambda chosen: ([], {}, districtmap.for_answer(shapes, cases, None, chosen or [])),
+                      [districts], [history, turns, answer_map], api_visibility="private")
         gr.api(ask, api_name="ask", concurrency_limit=CONCURRENCY)
         demo.load(settings_for, outputs=[settings], api_visibility="private")
     return demo
