@@ -61,11 +61,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(port: int, timeout: float = 600) -> subprocess.Popen:
-    """`rag serve` on 127.0.0.1:port, returned once the page answers."""
+def start_server(port: int, timeout: float = 600, root: Path = ROOT) -> subprocess.Popen:
+    """`rag serve` of the checkout at `root` on 127.0.0.1:port, returned once the page answers."""
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
     server = subprocess.Popen([sys.executable, "-m", "rag.cli", "serve", "--host", HOST, "--port", str(port)],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:

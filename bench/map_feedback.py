@@ -27,7 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from loadtest import HOST, free_port, gold_items, percentile
+from loadtest import HOST, free_port, gold_items, percentile, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -41,24 +41,6 @@ new MutationObserver((_, observer) => {
   }
 }).observe(document, {childList: true, subtree: true});
 """
-
-
-def serve(root: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
-    server = subprocess.Popen([sys.executable, "-m", "rag.cli", "serve", "--host", HOST, "--port", str(port)],
-                              cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(300):
-        if server.poll() is not None:
-            raise SystemExit(f"rag serve in {root} exited with {server.returncode}")
-        try:
-            import urllib.request
-
-            urllib.request.urlopen(f"http://{HOST}:{port}/", timeout=5)
-            return server
-        except OSError:
-            time.sleep(1)
-    server.terminate()
-    raise SystemExit("rag serve did not answer")
 
 
 def page_figures(url: str, with_map: bool) -> dict:
@@ -167,7 +149,7 @@ def main() -> int:
 
     result = {"cpu_count": os.cpu_count(), "run_at": time.strftime("%Y-%m-%d %H:%M")}
     port = free_port()
-    server = serve(ROOT, port)
+    server = start_server(port)
     print("serving", port, file=sys.stderr, flush=True)
     try:
         url = f"http://{HOST}:{port}/"
@@ -182,7 +164,7 @@ def main() -> int:
             archive = subprocess.run(["git", "archive", args.before], cwd=ROOT, check=True, capture_output=True).stdout
             subprocess.run(["tar", "-x", "-C", tree], input=archive, check=True)
             port = free_port()
-            server = serve(Path(tree), port)
+            server = start_server(port, root=Path(tree))
             try:
                 result["before"] = page_figures(f"http://{HOST}:{port}/", with_map=False)
                 print("page (before):", result["before"], file=sys.stderr, flush=True)

@@ -333,6 +333,11 @@ class Answerer:
         correction, trace = "", {"plan": plan.text}
         if missing:
             correction = self.no_such_collection(query.collection)
+            if not self.terms(query.rest):
+                # "2024年度的优秀案例有哪些？" asks only about the collection that does not exist.
+                answer = self.not_found(query, plan.kind, ranked, note=correction)
+                answer.correction = correction
+                return answer
         elif (query.claims or query.years) and not query.follow:
             # The question places the practice in a district or a year. Where the evidence for the
             # practice itself, searched without the place names that would pull towards the claim,

@@ -132,6 +132,7 @@ class Query:
     quoted: tuple[str, ...] = ()  # programme names in quotes
     wants: str = ""  # "effect", "year" or "" (the case as such)
     topic: str = ""  # the text without district names: what the question is about
+    rest: str = ""  # the text without the collection it names: what it asks of that collection
     follow: Follow | None = None
     note: str = ""  # for the user: the question was cut
 
@@ -245,6 +246,12 @@ def figures(text: str) -> tuple[str, ...]:
     return tuple(next(g for g in m.groups() if g) for m in ASKED_UNIT.finditer(text))
 
 
+def without_collection(text: str) -> str:
+    for pattern in (COLLECTION_YEAR, BATCH):
+        text = pattern.sub(" ", text)
+    return text.strip()
+
+
 def collection(text: str) -> str:
     m = COLLECTION_YEAR.search(text)
     if m:
@@ -295,7 +302,7 @@ def _parse_one(raw: str, note: str = "") -> Query:
     return Query(raw=raw, text=text, language=lang, kind=detect_kind(text), districts=asked,
                  mentioned=passing, elsewhere=elsewhere(text), years=years, collection=collection(text),
                  figures=figures(text), asks=tuple(a for a, p in ASKS if p.search(text.lower())), quoted=tuple(dict.fromkeys(m.group(1).strip() for m in QUOTED.finditer(text))),
-                 wants=wants, topic=topic(text), note=note)
+                 wants=wants, topic=topic(text), rest=without_collection(text), note=note)
 
 
 def names_a_kind(text: str) -> bool:

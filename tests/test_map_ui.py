@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_ui import CHROMIUM, CHROMIUM_ARGS, SHOTS, ask, shot
+from test_ui import ask, offline_page, shot
 
 from ui import copy as copymd
 
@@ -28,29 +28,8 @@ def outside():
 
 @pytest.fixture(scope="module")
 def page(server, outside):
-    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: apt-get install chromium (make test does it)"
-    from playwright.sync_api import sync_playwright
-
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 1000}, locale="zh-CN")
-        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.rstrip("/"))
-
-        def offline(route):
-            if route.request.url.startswith(server):
-                route.continue_()
-            else:
-                outside.append(route.request.url)
-                route.abort()
-
-        context.route("**/*", offline)
-        page = context.new_page()
-        page.set_default_timeout(60_000)
-        page.goto(server)
-        page.wait_for_selector("#question textarea")
+    with offline_page(server, outside, clipboard=True) as page:
         yield page
-        browser.close()
 
 
 def lit(page) -> set[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -29,8 +30,9 @@ def outside():
     return []
 
 
-@pytest.fixture(scope="module")
-def page(server, outside):
+@contextmanager
+def offline_page(server: str, outside: list, clipboard: bool = False):
+    """A Chromium page on the app; every request not for the app is refused and kept in `outside`."""
     # CI installs Chromium (make test); a missing browser is a failure, never a skip.
     assert CHROMIUM.exists(), f"{CHROMIUM} is missing: apt-get install chromium (make test does it)"
     from playwright.sync_api import sync_playwright
@@ -39,6 +41,8 @@ def page(server, outside):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1280, "height": 1000}, locale="zh-CN")
+        if clipboard:
+            context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.rstrip("/"))
 
         def offline(route):
             if route.request.url.startswith(server):
@@ -54,6 +58,12 @@ def page(server, outside):
         page.wait_for_selector("#question textarea")
         yield page
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(server, outside):
+    with offline_page(server, outside) as page:
+        yield page
 
 
 def ask(page, question: str):
