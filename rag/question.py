@@ -65,7 +65,8 @@ ELSEWHERE = ("北京", "深圳", "广州", "杭州", "苏州", "南京", "成都
              "厦门", "青岛", "合肥", "长沙", "郑州", "济南", "雄安", "香港", "澳门", "台湾", "海淀", "朝阳区",
              "无锡", "昆山", "嘉兴", "温州", "东莞", "佛山", "珠海", "新加坡", "全国", "国家层面", "外省")
 # Pronouns and openers that lean on the previous turn.
-ANAPHORA = re.compile(r"^(那么?|还有|另外|它|他们|这个|这些|该|其|此|这|那)|呢[？?]?$|后来|上面|刚才|前面|这项|这一|"
+ANAPHORA = re.compile(r"^(那么?|还有|另外|它|他们|这个|这些|该|其|此|这|那)|呢[？?]?$|后来|上面|刚才|前面|这项|这一|类似|同样|"
+                      r"也这么|这种|这样的|"
                       r"该案例|它们|他们|其中|这个做法|那个|同一个|同一年|这家|^(and|what about|how about)\b|\b(it|they|this|that)\b")
 # The kind of move a follow-up makes.
 MOVES = (
@@ -324,10 +325,13 @@ def _previous(history: list[dict], max_chars: int) -> Query | None:
 
 def _leans_on_history(query: Query) -> bool:
     """A question that needs the turn before: anaphora, or too short to stand alone."""
-    standalone = query.quoted or (len(query.topic) > 14 and not ANAPHORA.search(query.text.lower()))
-    if ANAPHORA.search(query.text.lower()):
+    low = query.text.lower()
+    if ANAPHORA.search(low) or any(p.search(low) for move, p in MOVES if move in ("earlier", "later")):
         return True
-    return not standalone and len(query.text) <= 14
+    # "哪些区搞了企业代办服务？" asks which district about a topic of its own; "那松江区呢" or
+    # "上线以来受理了多少件？" does not stand without the turn before.
+    asks_where = query.kind in ("which_district", "list_districts") and len(query.topic) >= 8
+    return not (query.quoted or len(query.topic) > 14 or asks_where)
 
 
 def _move(query: Query) -> str:

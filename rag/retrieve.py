@@ -117,10 +117,10 @@ class Retriever:
             return np.zeros(n, dtype=np.float32)
         return np.asarray(bm25.get_scores(tokens), dtype=np.float32)
 
-    def dense_scores(self, text: str, vectors=None, n: int | None = None) -> np.ndarray:
+    def dense_scores(self, text: str, vectors=None, n: int | None = None, q: np.ndarray | None = None) -> np.ndarray:
         vectors = vectors or self.index.vectors
         n = len(self.index.chunks) if n is None else n
-        q = self.query_vector(text)
+        q = self.query_vector(text) if q is None else q
         pool = n if n <= FULL_RANK_MAX else CANDIDATES
         sims, ids = vectors.search(q, pool)
         scores = np.full(n, -1.0, dtype=np.float32)
@@ -137,10 +137,11 @@ class Retriever:
     def _compute(self, text: str) -> Scores:
         lexical, semantic = self.mode in ("hybrid", "bm25"), self.mode in ("hybrid", "dense")
         n_s = len(self.rows)
+        q = self.query_vector(text) if semantic else None  # one vector for chunks and sentences
         cb = self.bm25_scores(text) if lexical else None
-        cd = self.dense_scores(text) if semantic else None
+        cd = self.dense_scores(text, q=q) if semantic else None
         sb = self.bm25_scores(text, self.index.sentence_bm25, n_s) if lexical else None
-        sd = self.dense_scores(text, self.index.sentence_vectors, n_s) if semantic else None
+        sd = self.dense_scores(text, self.index.sentence_vectors, n_s, q) if semantic else None
         return Scores(cb, cd, self.fuse(cb, cd), sb, sd, self.fuse(sb, sd))
 
     def search(self, query: Query | str, k: int | None = None, filters: Filters | None = None,

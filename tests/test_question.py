@@ -126,3 +126,9 @@ def test_asking_for_more_of_the_same_case_is_not_asking_for_other_districts():
 ])
 def test_the_kind_of_fact_asked_for(question, asks):
     assert parse(question).asks == asks
+
+
+def test_a_new_question_after_history_stands_alone():
+    history = [{"role": "user", "content": "哪个区推出了“一楼一事办”？"}, {"role": "assistant", "content": "虹口区 —— 《…》"}]
+    assert parse("哪些区搞了企业代办服务？", history).follow is None
+    assert parse("哪个区有类似的？", history).follow is not None
