@@ -312,6 +312,9 @@ class Answerer:
     # -- answers --------------------------------------------------------------------------------
     def answer(self, query: Query, filters: Filters | None = None) -> Answer:
         plan = self.plan(query, filters)
+        if not self.terms(plan.text):
+            # Not one word the corpus (or the English glossary) knows: nothing to match, only noise.
+            return self.not_found(query, plan.kind, [])
         ranked = [h for h in self.retriever.rank(plan.text) if h.case.id not in plan.exclude]
         if plan.only:
             ranked = [h for h in ranked if h.case.id in plan.only] or \

@@ -133,7 +133,7 @@ class AnswerChain(Runnable):
         if input.get("districts") or input.get("years"):
             filters = Filters(tuple(input.get("districts") or ()), tuple(input.get("years") or ()),
                               collection_years=True)
-        return input.get("question") or "", query, filters
+        return request.asked, query, filters
 
     def invoke(self, input, config: RunnableConfig | None = None, **kwargs) -> Answer:
         answer = None

@@ -91,7 +91,7 @@ GLOSSARY = {
     "one-stop": "一站式", "one stop": "一站式", "one window": "一窗", "single window": "一窗",
     "online": "一网通办 线上", "tax": "税", "refund": "退税", "invoice": "发票", "credit": "信用",
     "credit repair": "信用修复", "agent": "代办", "proxy": "代办", "on behalf": "代办", "concierge": "帮办",
-    "business license": "营业执照", "license": "证照", "permit": "许可", "bank": "银行", "loan": "贷款",
+    "business license": "营业执照", "license": "证照", "business licence": "营业执照", "licence": "证照", "permit": "许可", "bank": "银行", "loan": "贷款",
     "financing": "融资", "guarantee": "担保", "approval": "审批", "construction": "施工 工程建设",
     "night": "夜间", "medical device": "医疗器械", "legal": "法律", "lawyer": "律师", "court": "法院",
     "mediation": "调解", "dispute": "纠纷", "registered address": "住所 注册地址", "address": "住所 地址",

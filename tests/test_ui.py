@@ -173,7 +173,8 @@ def expected(chain, question: str, **extra) -> dict:
 def test_ask_endpoint_returns_the_chains_json(client, chain):
     question = "哪个区推出了“一楼一事办”？"
     result = client.predict(question, api_name="/ask")
-    assert set(result) == {"question", "answer", "answerable", "districts", "citations", "kind", "related", "mode"}
+    assert set(result) == {"question", "answer", "answerable", "districts", "citations", "kind", "related", "mode",
+                           "case_ids", "evidence", "confidence", "correction"}
     want = expected(chain, question)
     assert result["answer"] == want["answer"] and result["citations"] == want["citations"]
     assert result == want
@@ -228,8 +229,8 @@ def test_failures_are_logged_by_hash_not_by_text(client, chain, monkeypatch, cap
 
     secret = "我的手机号是13800000000，哪个区推出了“一楼一事办”？"
 
-    def broken(question, **kwargs):
-        raise ValueError(f"cannot answer {question}")
+    def broken(query, *args, **kwargs):
+        raise ValueError(f"cannot answer {query.raw}")
 
     monkeypatch.setattr(chain.answerer, "answer", broken)
     with caplog.at_level("ERROR", logger="rag.chat"), pytest.raises(AppError, match="内部错误"):
