@@ -13,7 +13,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 
 from rag.answer import Answer, Answerer
 from rag.config import Config, ConfigError
-from rag.question import EMPTY, INVISIBLE, BadQuestion, clean, normalise, parse
+from rag.question import EMPTY, INVISIBLE, BadQuestion, clean, cut, normalise, parse
 from rag.retrieve import Filters
 
 __all__ = ["AnswerChain", "BadQuestion", "ShortQuery", "budget", "build", "check_input", "clean", "normalise"]
@@ -30,8 +30,9 @@ def budget(input: dict, cfg: Config) -> Request:
     """The request cut to its cost budget before any work: the question, each history item, the
     last max_history_items items, and max_request_chars in all (the newest turns kept first).
     One long request must cost one short request's time, for its sender and everyone else."""
-    asked, note = clean(input.get("question") or "", cfg.max_question_chars)
-    if not asked:
+    # As the user wrote it (the answer quotes it back); rag.question normalises this bounded text.
+    asked, note = cut(input.get("question") or "", cfg.max_question_chars)
+    if not clean(asked, cfg.max_question_chars)[0]:
         raise BadQuestion(EMPTY)
     left = cfg.max_request_chars - len(asked)
     history = []

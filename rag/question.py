@@ -163,14 +163,19 @@ def _t2s():
     return opencc.OpenCC("t2s")
 
 
+def cut(text: str, max_chars: int) -> tuple[str, str]:
+    """The text as typed, less invisible characters, cut to max_chars: (text, a note for the user
+    when it was cut)."""
+    text = INVISIBLE.sub("", text or "")
+    if len(text) <= max_chars:
+        return text.strip(), ""
+    return text[:max_chars].strip(), f"问题太长（{len(text)} 字），只按前 {max_chars} 字检索。"
+
+
 def clean(text: str, max_chars: int) -> tuple[str, str]:
     """Cut first, then normalise: NFKC is quadratic on runs of combining marks, so it only ever
-    sees a bounded text. Returns (text, a note for the user when it was cut)."""
-    text = INVISIBLE.sub("", text or "")
-    note = ""
-    if len(text) > max_chars:
-        note = f"问题太长（{len(text)} 字），只按前 {max_chars} 字检索。"
-        text = text[:max_chars]
+    sees a bounded text."""
+    text, note = cut(text, max_chars)
     return unicodedata.normalize("NFKC", text).strip(), note
 
 
