@@ -151,13 +151,15 @@ def bench_langchain(cfg: Config, items: list[dict], say) -> dict:
 
 
 def ratios(ours: dict, theirs: dict) -> dict:
-    """ours / langchain for every figure: below 1 is better for us."""
+    """ours / langchain for every figure: below 1 is better for us; None where theirs rounds to 0
+    (a cached answer can take under 0.05 ms)."""
+    ratio = lambda a, b: round(a / b, 2) if b else None
     out = {}
     for key in RATIOS:
         if isinstance(ours[key], dict):
-            out[key] = {p: round(ours[key][p] / theirs[key][p], 2) for p in ours[key]}
+            out[key] = {p: ratio(ours[key][p], theirs[key][p]) for p in ours[key]}
         else:
-            out[key] = round(ours[key] / theirs[key], 2)
+            out[key] = ratio(ours[key], theirs[key])
     return out
 
 
