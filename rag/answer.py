@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -129,6 +130,7 @@ class Plan:
     exclude: tuple[str, ...] = ()  # case ids not to answer from ("还有别的吗")
     only: tuple[str, ...] = ()  # the case(s) a follow-up is about
     years: str = ""  # "earlier" / "later": relative to the case just shown
+    shown_year: int = 0
 
 
 class Answerer:
@@ -147,9 +149,11 @@ class Answerer:
         self.case_text = {cid: "\n".join(c.text for c in chunks).lower() for cid, chunks in self.by_case.items()}
         self.collections = {c.year for c in index.cases.values() if c.kind == "case_collection"}
         self.titles = {c.id: re.sub(r"\s+", "", c.title) for c in index.cases.values()}
+        # One search text is weighed for every candidate case and every sentence: tokenise it once.
+        self.terms = lru_cache(maxsize=256)(self._terms)
 
     # -- evidence -----------------------------------------------------------------------------
-    def terms(self, text: str) -> dict[str, float]:
+    def _terms(self, text: str) -> dict[str, float]:
         """The text's content words weighted by rarity; a word the corpus never uses weighs most.
         District names are where, not what; bare numbers and stray letters carry no topic."""
         out = {}
@@ -226,8 +230,6 @@ class Answerer:
             flat = re.sub(r"\s+", "", e.sentence.text)
             if len(flat) < 8 or flat in self.titles[case.id]:
                 continue
-            if any(e.sentence == c.sentence for c in chosen):
-                continue
             chosen.append(e)
             if len(chosen) == n:
                 break
@@ -288,6 +290,9 @@ class Answerer:
     def plan(self, query: Query, filters: Filters | None) -> Plan:
         explicit = filters is not None
         wanted = filters if explicit else (Filters.from_query(query) if self.retriever.steer else Filters())
+        if not explicit and self.missing_collection(query.collection):
+            # The year names a collection that does not exist: it cannot steer towards anything.
+            wanted = Filters(wanted.districts)
         f = query.follow
         if f is None:
             return Plan(query.search, query.kind, wanted)
@@ -306,7 +311,7 @@ class Answerer:
             district = cases[shown[0]].district
             own = Filters((district,)) if district and not query.districts else wanted
             return Plan(query.search, f.previous.kind if query.kind == "what_measure" else query.kind,
-                        own, exclude=shown, years=f.move)
+                        own, exclude=shown, years=f.move, shown_year=cases[shown[0]].year)
         return Plan(query.search, query.kind, wanted)
 
     # -- answers --------------------------------------------------------------------------------
@@ -320,16 +325,12 @@ class Answerer:
             ranked = [h for h in ranked if h.case.id in plan.only] or \
                      [Hit(self.retriever.index.cases[c], 0.0, 0.0, 0.0) for c in plan.only]
         if plan.years:
-            shown_year = self.retriever.index.cases[self.shown_cases(query)[0]].year
             earlier = plan.years == "earlier"
-            ranked.sort(key=lambda h: (h.case.year < shown_year) != earlier)
+            ranked.sort(key=lambda h: (h.case.year < plan.shown_year) != earlier)
         if not ranked:
             return self.not_found(query, plan.kind, [])
         top = ranked[0]
-        missing = bool(query.collection) and self.missing_collection(query.collection)
-        if missing and filters is None:
-            # The year names a collection that does not exist: it cannot steer towards anything.
-            plan.filters = Filters(plan.filters.districts)
+        missing = self.missing_collection(query.collection)
         in_filter = [h for h in ranked if self.retriever.matches(h.case, plan.filters)]
         best = in_filter[0] if in_filter else None
 
@@ -338,9 +339,7 @@ class Answerer:
             correction = self.no_such_collection(query.collection)
             if not self.terms(query.rest):
                 # "2024年度的优秀案例有哪些？" asks only about the collection that does not exist.
-                answer = self.not_found(query, plan.kind, ranked, note=correction)
-                answer.correction = correction
-                return answer
+                return self.not_found(query, plan.kind, ranked, correction=correction)
         elif (query.claims or query.years) and not query.follow:
             # The question places the practice in a district or a year. Where the evidence for the
             # practice itself, searched without the place names that would pull towards the claim,
@@ -361,9 +360,8 @@ class Answerer:
         trace["answerable"] = self.features(query, best, top, plan.text)
         p = self.decisions.answerable(trace["answerable"])
         if p < self.decisions.answer_threshold and not plan.only:
-            answer = self.not_found(query, plan.kind, ranked, p=p, note=correction)
+            answer = self.not_found(query, plan.kind, ranked, p=p, correction=correction)
             answer.trace.update(trace)
-            answer.correction = correction
             return answer
         kind = plan.kind
         compose = {"which_district": self.which_district, "list_districts": self.list_districts,
@@ -380,6 +378,8 @@ class Answerer:
         return answer
 
     def missing_collection(self, name: str) -> bool:
+        if not name:
+            return False
         if name.isdigit():
             return int(name) not in self.collections
         if name.startswith("第"):
@@ -411,17 +411,18 @@ class Answerer:
             wrong = "、".join(f"{y}年" for y in query.years) + "的案例"
         return f"更正：{name}是{district_label(c)}的做法（{c.collection}，{c.year}年），不是{wrong}。"
 
-    def not_found(self, query: Query, kind: str, hits: list[Hit], p: float = 0.0, note: str = "") -> Answer:
+    def not_found(self, query: Query, kind: str, hits: list[Hit], p: float = 0.0, correction: str = "") -> Answer:
         where = ""
         if query.elsewhere:
             where = f"现有材料只收录上海各区的案例，不涉及{query.elsewhere[0]}。"
-        elif note:
-            where = note.split("。")[0].removeprefix("注意：") + "。"
+        elif correction:
+            where = correction.split("。")[0].removeprefix("注意：") + "。"
         text = f"{NOT_FOUND}能回答这个问题的内容。" + where
         related = [{"case_id": h.case.id, "district": district_label(h.case), "case_title": h.case.title,
                     "collection": h.case.collection, "year": h.case.year, "source": h.case.source,
                     "lines": list(h.case.lines)} for h in hits[:3]]
-        return Answer(query.raw, text, False, [], [], kind, related, evidence="none", confidence=p)
+        return Answer(query.raw, text, False, [], [], kind, related, evidence="none", confidence=p,
+                      correction=correction)
 
     def which_district(self, query, plan, hits, ranked) -> Answer:
         top = hits[0]

@@ -13,10 +13,10 @@ from langchain_core.runnables import Runnable, RunnableConfig
 
 from rag.answer import Answer, Answerer
 from rag.config import Config, ConfigError
-from rag.question import EMPTY, INVISIBLE, BadQuestion, clean, cut, normalise, parse
+from rag.question import EMPTY, INVISIBLE, BadQuestion, clean, cut, parse
 from rag.retrieve import Filters
 
-__all__ = ["AnswerChain", "BadQuestion", "ShortQuery", "budget", "build", "check_input", "clean", "normalise"]
+__all__ = ["AnswerChain", "BadQuestion", "ShortQuery", "budget", "build", "check_input"]
 
 
 @dataclass(frozen=True)

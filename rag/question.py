@@ -119,7 +119,7 @@ class Follow:
 
 @dataclass(frozen=True)
 class Query:
-    raw: str  # as typed, cleaned of invisible characters and cut to the budget
+    raw: str  # as typed, cut to the budget, invisible characters gone, NFKC
     text: str  # Simplified, half-width: what rules and the search read
     language: str  # "zh" or "en"
     kind: str
@@ -276,10 +276,9 @@ def topic(text: str) -> str:
     return re.sub(r"\s+", " ", out).strip()
 
 
-def parse(text: str, history: list[dict] | None = None, max_chars: int = 2000,
-          shown: tuple[str, ...] = ()) -> Query:
-    """The one entry point. `history` is the chat so far ([{"role", "content", "case_ids"?}]);
-    `shown` the case ids of the last answer when the caller knows them."""
+def parse(text: str, history: list[dict] | None = None, max_chars: int = 2000) -> Query:
+    """The one entry point. `history` is the chat so far ([{"role", "content", "case_ids"?}]); an
+    assistant turn's case ids, when it carries them, say which cases a follow-up is about."""
     raw, note = clean(text, max_chars)
     if not raw:
         raise BadQuestion(EMPTY)
@@ -287,7 +286,7 @@ def parse(text: str, history: list[dict] | None = None, max_chars: int = 2000,
     previous = _previous(history or [], max_chars)
     if previous is None or not _leans_on_history(query):
         return query
-    shown = shown or _shown(history or [])
+    shown = _shown(history or [])
     move = _move(query)
     kind = query.kind
     if move == "swap_district" and not names_a_kind(query.text):

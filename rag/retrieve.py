@@ -108,19 +108,15 @@ class Retriever:
     def tokens(self, text: str) -> list[str]:
         return self.index.tokenizer(text)
 
-    def bm25_scores(self, text: str, bm25=None, n: int | None = None) -> np.ndarray:
-        bm25 = bm25 or self.index.bm25
-        n = len(self.index.chunks) if n is None else n
-        vocab = bm25.vocab_dict
-        tokens = [t for t in self.tokens(text) if t in vocab]
-        if not tokens:
+    @staticmethod
+    def bm25_scores(tokens: list[str], bm25, n: int) -> np.ndarray:
+        known = [t for t in tokens if t in bm25.vocab_dict]
+        if not known:
             return np.zeros(n, dtype=np.float32)
-        return np.asarray(bm25.get_scores(tokens), dtype=np.float32)
+        return np.asarray(bm25.get_scores(known), dtype=np.float32)
 
-    def dense_scores(self, text: str, vectors=None, n: int | None = None, q: np.ndarray | None = None) -> np.ndarray:
-        vectors = vectors or self.index.vectors
-        n = len(self.index.chunks) if n is None else n
-        q = self.query_vector(text) if q is None else q
+    @staticmethod
+    def dense_scores(q: np.ndarray, vectors, n: int) -> np.ndarray:
         pool = n if n <= FULL_RANK_MAX else CANDIDATES
         sims, ids = vectors.search(q, pool)
         scores = np.full(n, -1.0, dtype=np.float32)
@@ -136,16 +132,17 @@ class Retriever:
 
     def _compute(self, text: str) -> Scores:
         lexical, semantic = self.mode in ("hybrid", "bm25"), self.mode in ("hybrid", "dense")
-        n_s = len(self.rows)
-        q = self.query_vector(text) if semantic else None  # one vector for chunks and sentences
-        cb = self.bm25_scores(text) if lexical else None
-        cd = self.dense_scores(text, q=q) if semantic else None
-        sb = self.bm25_scores(text, self.index.sentence_bm25, n_s) if lexical else None
-        sd = self.dense_scores(text, self.index.sentence_vectors, n_s, q) if semantic else None
+        idx, n_c, n_s = self.index, len(self.index.chunks), len(self.rows)
+        # One tokenisation and one query vector serve the chunks and the sentences.
+        tokens = self.tokens(text) if lexical else None
+        q = self.query_vector(text) if semantic else None
+        cb = self.bm25_scores(tokens, idx.bm25, n_c) if lexical else None
+        cd = self.dense_scores(q, idx.vectors, n_c) if semantic else None
+        sb = self.bm25_scores(tokens, idx.sentence_bm25, n_s) if lexical else None
+        sd = self.dense_scores(q, idx.sentence_vectors, n_s) if semantic else None
         return Scores(cb, cd, self.fuse(cb, cd), sb, sd, self.fuse(sb, sd))
 
-    def search(self, query: Query | str, k: int | None = None, filters: Filters | None = None,
-               exclude: tuple[str, ...] = ()) -> list[Hit]:
+    def search(self, query: Query | str, k: int | None = None, filters: Filters | None = None) -> list[Hit]:
         """The k best cases for the query. Districts and years it asks about put matching cases
         first; an explicit `filters` replaces what the question implies."""
         if isinstance(query, str):
@@ -153,8 +150,7 @@ class Retriever:
         k = k or self.cfg.top_k
         if filters is None:
             filters = Filters.from_query(query) if self.steer else Filters()
-        hits = [h for h in self.rank(query.search) if h.case.id not in exclude]
-        return sorted(hits, key=lambda h: not self.matches(h.case, filters))[:k]
+        return sorted(self.rank(query.search), key=lambda h: not self.matches(h.case, filters))[:k]
 
     def rank(self, text: str) -> list[Hit]:
         """Every case with any evidence, best first, unsteered."""

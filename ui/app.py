@@ -20,10 +20,10 @@ from html import escape
 import gradio as gr
 
 from rag.answer import Answer
-from rag.chain import AnswerChain, BadQuestion, clean
+from rag.chain import AnswerChain, BadQuestion
 from rag.config import Config, ConfigError
 from rag.feedback import FeedbackStore, index_version
-from rag.question import EMPTY
+from rag.question import EMPTY, clean
 from rag.index import IndexError_
 from ui import atlas, feedback
 from ui import copy as copymd
