@@ -168,7 +168,8 @@ class Answerer:
     @staticmethod
     def coverage(terms: dict[str, float], text: str) -> float:
         total = sum(terms.values())
-        return sum(w for t, w in terms.items() if t in text.lower()) / total if total else 0.0
+        text = text.lower()
+        return sum(w for t, w in terms.items() if t in text) / total if total else 0.0
 
     def features(self, query: Query, hit: Hit, top: Hit, text: str) -> dict[str, float]:
         """Measured evidence that `hit` answers the query; the decisions are fitted on these."""

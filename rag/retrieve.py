@@ -168,18 +168,17 @@ class Retriever:
 
     def group(self, s: Scores) -> list[Hit]:
         hits: dict[str, Hit] = {}
-        for i in _top(s.chunk, GROUPED):
+        top = _top(s.chunk, GROUPED)
+        fused, dense, bm25 = (_values(x, top) for x in (s.chunk, s.chunk_dense, s.chunk_bm25))
+        for i, f, d, b in zip(top.tolist(), fused, dense, bm25):
             chunk = self.index.chunks[i]
-            dense = float(s.chunk_dense[i]) if s.chunk_dense is not None else 0.0
-            bm25 = float(s.chunk_bm25[i]) if s.chunk_bm25 is not None else 0.0
             hit = hits.get(chunk.case.id)
             if hit is None:
-                hits[chunk.case.id] = Hit(chunk.case, float(s.chunk[i]), dense, bm25, [chunk])
+                hits[chunk.case.id] = Hit(chunk.case, f, d, b, [chunk])
                 continue
             hit.chunks.append(chunk)
-            hit.dense, hit.bm25 = max(hit.dense, dense), max(hit.bm25, bm25)
-        for i in _top(s.sentence, GROUPED):
-            ev = self.evidence_at(i, s)
+            hit.dense, hit.bm25 = max(hit.dense, d), max(hit.bm25, b)
+        for ev in self.evidence(_top(s.sentence, GROUPED), s):
             hit = hits.get(ev.chunk.case.id)
             if hit is None:
                 hit = hits[ev.chunk.case.id] = Hit(ev.chunk.case, 0.0, 0.0, 0.0, [])
@@ -188,17 +187,19 @@ class Retriever:
             hit.sentences.append(ev)
         return sorted(hits.values(), key=lambda h: -h.score)
 
-    def evidence_at(self, i: int, s: Scores) -> Evidence:
-        chunk_id, pos = self.rows[i]
-        chunk = self.index.chunks[chunk_id]
-        return Evidence(chunk, chunk.sentences[pos], float(s.sentence[i]),
-                        float(s.sentence_dense[i]) if s.sentence_dense is not None else 0.0,
-                        float(s.sentence_bm25[i]) if s.sentence_bm25 is not None else 0.0)
+    def evidence(self, rows, s: Scores) -> list[Evidence]:
+        """Sentence rows as Evidence, in the order given."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = []
+        for i, f, d, b in zip(rows.tolist(), *(_values(x, rows) for x in (s.sentence, s.sentence_dense, s.sentence_bm25))):
+            chunk_id, pos = self.rows[i]
+            chunk = self.index.chunks[chunk_id]
+            out.append(Evidence(chunk, chunk.sentences[pos], f, d, b))
+        return out
 
     def case_evidence(self, case_id: str, text: str) -> list[Evidence]:
         """Every sentence of one case, best first for the search text."""
-        s = self.scores(text)
-        return sorted((self.evidence_at(i, s) for i in self.rows_by_case[case_id]), key=lambda e: -e.score)
+        return sorted(self.evidence(self.rows_by_case[case_id], self.scores(text)), key=lambda e: -e.score)
 
 
 def _top(scores: np.ndarray, k: int) -> np.ndarray:
@@ -207,6 +208,11 @@ def _top(scores: np.ndarray, k: int) -> np.ndarray:
         return np.argsort(-scores, kind="stable")
     top = np.argpartition(-scores, k - 1)[:k]
     return top[np.lexsort((top, -scores[top]))]
+
+
+def _values(scores: np.ndarray | None, rows: np.ndarray) -> list[float]:
+    """Python floats at `rows` (a retriever the mode left out scores 0): one conversion, not one per row."""
+    return scores[rows].tolist() if scores is not None else [0.0] * len(rows)
 
 
 def _rrf(scores: np.ndarray, k: int) -> np.ndarray:
