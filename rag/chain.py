@@ -169,7 +169,7 @@ def build(cfg: Config | None = None, progress: bool = True, mode: str = "hybrid"
     from rag.retrieve import Retriever
 
     cfg = cfg or Config.from_env()
-    embedder = index_mod.load_embedder(cfg, engine="auto")
+    embedder = index_mod.load_embedder(cfg)
     try:
         embedder.dim  # starts the engine now: a model that cannot load is a setting to fix, not a traceback
     except Exception as e:

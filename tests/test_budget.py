@@ -113,10 +113,12 @@ def rag(*args, **env) -> subprocess.CompletedProcess:
     (["serve", "--port", "99999"], {}, "RAG_SERVE_PORT=99999"),
     (["ask", "x"], {"RAG_MODEL": "nonexistent"}, "RAG_MODEL=nonexistent"),
     (["ask", "x"], {"RAG_FUSION": "bogus"}, "RAG_FUSION=bogus"),
+    (["ask", "x"], {"RAG_QUERY_ENGINE": "onnx"}, "RAG_QUERY_ENGINE=onnx"),
     (["ask", "x"], {"RAG_MAX_QUESTION_CHARS": "0"}, "RAG_MAX_QUESTION_CHARS=0"),
     (["ask", "x"], {"RAG_LOG_QUESTIONS": "maybe"}, "RAG_LOG_QUESTIONS=maybe"),
     (["serve", "--auth", "nopassword"], {}, "RAG_AUTH"),
-], ids=["chunk size", "port text", "port range", "model", "fusion", "question cap", "bool", "auth"])
+], ids=["chunk size", "port text", "port range", "model", "fusion", "query engine", "question cap", "bool",
+         "auth"])
 def test_bad_settings_are_one_line_and_exit_2(args, env, named, cfg, tmp_path):
     run = rag(*args, RAG_HOME=str(tmp_path), **env)
     err = run.stderr.decode()
