@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 
 import numpy as np
@@ -368,6 +368,13 @@ class Answerer:
         compose = {"which_district": self.which_district, "list_districts": self.list_districts,
                    "fact_number": self.fact_number, "comparison": self.comparison}.get(kind, self.what_measure)
         answer = compose(query, plan, in_filter, ranked)
+        shown = self.retriever.index.cases[answer.case_ids[0]] if answer.case_ids else None
+        if not correction and query.claims and query.named and not query.follow and shown and \
+                shown.district and shown.district not in query.named:
+            # The question names the district it places the practice in, and the case the answer
+            # stands on is another district's: say so first, whatever else the question implied.
+            correction = self.correct(replace(query, districts=query.named), Hit(shown, 0.0, 0.0, 0.0))
+            trace["premise_from"] = "cited case"
         answer.trace.update(trace)
         answer.confidence = p
         if p < 0.5 and not plan.only:

@@ -77,6 +77,7 @@ MOVES = (
 )
 SENTENCE_STOP = re.compile(r"[。！？!?；;\n]")
 CLAUSE = re.compile(r"[，,。！？!?；;：:\n]")
+ASKER = re.compile(r"我|咱|本人|俺|\b(?:i|we|my|our)\b", re.I)
 
 # English names for the places and the words of this corpus: the BM25 side needs Chinese tokens;
 # the dense side is multilingual and reads the English as it is.
@@ -124,6 +125,7 @@ class Query:
     language: str  # "zh" or "en"
     kind: str
     districts: tuple[str, ...] = ()  # asked about
+    named: tuple[str, ...] = ()  # of those, the ones named as districts ("徐汇", "徐汇区"), not places ("漕河泾")
     mentioned: tuple[str, ...] = ()  # named in passing (an aside, a place one travels to)
     elsewhere: tuple[str, ...] = ()  # places outside Shanghai the question is about
     years: tuple[int, ...] = ()
@@ -216,9 +218,10 @@ def places(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     travel = {d for m in TRAVEL.finditer(text) for d in _districts(m.group(0))}
     asked, passing = [], []
     clauses = [c for c in CLAUSE.split(text) if c.strip()]
-    # An aside ("我老家在宁波，…", "我们在浦东有个厂，…") sits in an earlier clause than the
-    # question; when no clause asks anything, every clause counts.
-    asking = [c for c in clauses if _asks(c)] or clauses
+    # An aside ("我老家在宁波，…", "我们在浦东有个厂，…") speaks of the asker, in an earlier
+    # clause than the question; an earlier clause that does not ("徐汇区的“住所云”，现在有多少…")
+    # names the question's subject. When no clause asks anything, every clause counts.
+    asking = [c for c in clauses if _asks(c) or not ASKER.search(c)] or clauses
     for clause in clauses:
         for d in _districts(clause):
             (asked if clause in asking and d not in travel else passing).append(d)
@@ -228,6 +231,11 @@ def places(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 def _districts(text: str) -> list[str]:
     return list(dict.fromkeys(d for _, _, d in place_mentions(text)))
+
+
+def _district_name(word: str, district: str) -> bool:
+    """浦东新区, 浦东, 徐汇区, 徐汇 name a district; 张江, 漕河泾, 闵址汇 are places or names in it."""
+    return word == district or district.startswith(word) and len(word) == 2
 
 
 def _asks(clause: str) -> bool:
@@ -268,11 +276,18 @@ def collection(text: str) -> str:
     return next((name for name in LISTS if name in text), "")
 
 
-def topic(text: str) -> str:
-    """The question without the districts and places it names: what it is about."""
+def unquoted(text: str) -> str:
+    """The text with quoted names blanked out, at the same length: a place inside a programme's
+    name (“闵址汇”, “花博人家”) names the programme, not the district asked about."""
+    return QUOTED.sub(lambda m: "＿" * len(m.group(0)), text)
+
+
+def topic(text: str, places_in: str | None = None) -> str:
+    """The question without the districts and places it names (found in `places_in`, the text
+    itself by default, at the same positions): what it is about."""
     out = text
-    for _, word, _ in sorted(place_mentions(text), key=lambda m: -m[0]):
-        out = out.replace(word, " ", 1)
+    for pos, word, _ in sorted(place_mentions(places_in or text), key=lambda m: -m[0]):
+        out = out[:pos] + " " + out[pos + len(word):]
     return re.sub(r"\s+", " ", out).strip()
 
 
@@ -301,13 +316,15 @@ def parse(text: str, history: list[dict] | None = None, max_chars: int = 2000) -
 def _parse_one(raw: str, note: str = "") -> Query:
     lang = language(raw)
     text = normalise(from_english(raw) if lang == "en" else raw)
-    asked, passing = places(text)
+    asked, passing = places(unquoted(text))
+    named = tuple(d for _, word, d in place_mentions(unquoted(text)) if d in asked and _district_name(word, d))
     years = tuple(int(y) for y in YEAR.findall(text))
     wants = next((w for w, p in WANTS if p.search(text.lower())), "")
     return Query(raw=raw, text=text, language=lang, kind=detect_kind(text), districts=asked,
+                 named=tuple(dict.fromkeys(named)),
                  mentioned=passing, elsewhere=elsewhere(text), years=years, collection=collection(text),
                  figures=figures(text), asks=tuple(a for a, p in ASKS if p.search(text.lower())), quoted=tuple(dict.fromkeys(m.group(1).strip() for m in QUOTED.finditer(text))),
-                 wants=wants, topic=topic(text), rest=without_collection(text), note=note)
+                 wants=wants, topic=topic(text, unquoted(text)), rest=without_collection(text), note=note)
 
 
 def names_a_kind(text: str) -> bool:

@@ -119,6 +119,20 @@ def test_a_wrong_district_is_corrected(chain, cfg):
     check_citations(a, cfg)
 
 
+@pytest.mark.parametrize("question, district, wrong", [
+    # The district in a clause of its own before the question, and a place word inside the
+    # programme's name: both once read the claim as an aside.
+    ("黄浦区搞“一楼一次办”的时候，那个购物中心开业用了多少天就把证照全办完了？", "虹口区", "黄浦区"),
+    ("徐汇的闵址汇 住所证明一键打印那个 入库了多少个地址了", "闵行区", "徐汇区"),
+    ("青浦区为“花博人家”项目实行的“多址备案”，最后一共备案了多少户？", "崇明区", "青浦区"),
+])
+def test_the_case_an_answer_stands_on_corrects_the_district_named(chain, cfg, question, district, wrong):
+    a = chain.invoke({"question": question})
+    assert a.answerable and a.correction and a.districts[0] == district
+    assert f"不是{wrong}" in a.answer.split("\n")[0] and district in a.answer.split("\n")[0]
+    check_citations(a, cfg)
+
+
 def test_a_collection_that_does_not_exist_is_named(chain, cfg):
     a = chain.invoke({"question": "2020年的案例集里，哪个区推出了“政银通”？"})
     assert a.correction and "2020年的案例集" in a.answer.split("\n")[0]

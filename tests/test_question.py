@@ -31,10 +31,29 @@ def test_kind(question, kind):
     ("我们公司在浦东，想问问徐汇区的住所云怎么用？", ("徐汇区",), ("浦东新区",)),
     ("漕河泾那边的法律服务是怎么做的", ("徐汇区",), ()),
     ("What did Jing'an do about tax refunds?", ("静安区",), ()),
+    # The subject in a clause of its own, before the clause that asks: asked about, not an aside.
+    ("黄浦区搞“一楼一次办”的时候，那个购物中心开业用了多少天？", ("黄浦区",), ()),
+    ("徐汇区的标准住所库，现在有多少处地址入库了？", ("徐汇区",), ()),
+    # An aside speaks of the asker, in any person.
+    ("我老家在奉贤，想问问静安区的智能退税怎么做的？", ("静安区",), ("奉贤区",)),
+    ("咱们厂在松江，金山区的一网畅融平台怎么用？", ("金山区",), ("松江区",)),
 ])
 def test_districts_asked_about_are_kept_apart_from_those_mentioned(question, asked, mentioned):
     q = parse(question)
     assert (q.districts, q.mentioned) == (asked, mentioned)
+
+
+@pytest.mark.parametrize("question,asked,named", [
+    # A place inside a quoted programme name names the programme, not the district asked about.
+    ("徐汇区的“闵址汇”标准住所库有多少地址？", ("徐汇区",), ("徐汇区",)),
+    ("青浦区为“花博人家”实行的多址备案有多少户？", ("青浦区",), ("青浦区",)),
+    # Unquoted, it is a place of its district; only names and short forms count as named.
+    ("徐汇的闵址汇 入库了多少个地址", ("徐汇区", "闵行区"), ("徐汇区",)),
+    ("张江的人才港是哪个区的", ("浦东新区",), ()),
+])
+def test_districts_named_apart_from_places(question, asked, named):
+    q = parse(question)
+    assert (q.districts, q.named) == (asked, named)
 
 
 @pytest.mark.parametrize("question,elsewhere", [
@@ -72,6 +91,8 @@ def test_quoted_programmes_and_claims():
     q = parse("徐汇区的“国际人才港”是怎么运作的？")
     assert q.quoted == ("国际人才港",) and q.districts == ("徐汇区",) and q.claims
     assert not parse("哪些区做了信用修复？").claims
+    # The programme's name stays in what the question is about, place word and all.
+    assert "“闵址汇”标准住所库" in parse("徐汇区的“闵址汇”标准住所库有多少地址？").topic
 
 
 @pytest.mark.parametrize("question,history,move", [
