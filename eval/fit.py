@@ -56,10 +56,10 @@ def collect(chain, items: list[dict], progress: bool = True) -> dict[str, list[d
                 rows["member"].append({**meta, "x": x, "y": cid in gold, "case": cid})
         if item["evidence"] and "plan" in trace:
             query = parse(item["question"], item.get("history") or [])
-            terms = answerer.terms(trace["plan"])
             for cid in item["gold_case_ids"]:
-                for e in answerer.retriever.case_evidence(cid, trace["plan"]):
-                    rows["sentence"].append({**meta, "x": answerer.sentence_features(query, e, terms),
+                case = answerer.retriever.index.cases[cid]
+                for x, e in answerer.sentence_features(query, case, trace["plan"]):
+                    rows["sentence"].append({**meta, "x": x,
                                              "y": item["evidence"] in e.sentence.text or
                                                   (len(e.sentence.text) >= 10 and e.sentence.text in item["evidence"]),
                                              "case": cid})

@@ -203,20 +203,28 @@ class Answerer:
             "english": float(query.language == "en"),
         }
 
-    def sentence_features(self, query: Query, e: Evidence, terms: dict[str, float]) -> dict[str, float]:
-        """How well one sentence answers the question; the sentence model is fitted on these."""
-        text = e.sentence.text
-        return {"fused": e.score * 100, "dense": e.dense, "bm25": math.log1p(max(e.bm25, 0.0)),
-                "coverage": self.coverage(terms, text), "heading": float(e.sentence.heading),
-                "figure": float(bool(query.figures or query.kind == "fact_number") and bool(NUMBER.search(text))),
-                "unit": float(any(re.search(FIGURE + re.escape(u), text) for u in query.figures)),
-                "effect": float(query.wants == "effect" and any(EFFECT_SECTION.search(p) for p in e.chunk.section)),
-                "short": float(len(text) < 20)}
+    def sentence_features(self, query: Query, case: Case, text: str) -> list[tuple[dict[str, float], Evidence]]:
+        """How well each sentence of the case answers the question; the sentence model is fitted on these.
+        "local" weighs the question's words by how few of the case's sentences hold them: the case's
+        own name is in every sentence, the detail asked about in one."""
+        terms = self.terms(text)
+        evidence = self.retriever.case_evidence(case.id, text)
+        held = {t: sum(t in e.sentence.text.lower() for e in evidence) / len(evidence) for t in terms} if evidence else {}
+        local = {t: w * (1 - held.get(t, 0.0)) for t, w in terms.items()}
+        out = []
+        for e in evidence:
+            s = e.sentence.text
+            out.append(({"fused": e.score * 100, "dense": e.dense, "bm25": math.log1p(max(e.bm25, 0.0)),
+                         "coverage": self.coverage(terms, s), "local": self.coverage(local, s),
+                         "heading": float(e.sentence.heading),
+                         "figure": float(bool(query.figures or query.kind == "fact_number") and bool(NUMBER.search(s))),
+                         "unit": float(any(re.search(FIGURE + re.escape(u), s) for u in query.figures)),
+                         "effect": float(query.wants == "effect" and any(EFFECT_SECTION.search(p) for p in e.chunk.section)),
+                         "short": float(len(s) < 20)}, e))
+        return out
 
     def ranked_sentences(self, query: Query, case: Case, text: str) -> list[tuple[float, Evidence]]:
-        terms = self.terms(text)
-        scored = [(self.decisions.sentence(self.sentence_features(query, e, terms)), e)
-                  for e in self.retriever.case_evidence(case.id, text)]
+        scored = [(self.decisions.sentence(x), e) for x, e in self.sentence_features(query, case, text)]
         return sorted(scored, key=lambda pe: -pe[0])
 
     def pick(self, query: Query, case: Case, text: str, n: int, where=None, in_order: bool = True) -> list[Evidence]:
