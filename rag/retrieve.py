@@ -110,7 +110,9 @@ class Retriever:
 
     @staticmethod
     def bm25_scores(tokens: list[str], bm25, n: int) -> np.ndarray:
-        known = [t for t in tokens if t in bm25.vocab_dict]
+        # Each word once: a pasted text repeating "营商环境改革" 330 times must not outweigh the
+        # programme it asks about.
+        known = list(dict.fromkeys(t for t in tokens if t in bm25.vocab_dict))
         if not known:
             return np.zeros(n, dtype=np.float32)
         return np.asarray(bm25.get_scores(known), dtype=np.float32)
