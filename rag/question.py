@@ -316,11 +316,16 @@ def parse(text: str, history: list[dict] | None = None, max_chars: int = 2000) -
 def _parse_one(raw: str, note: str = "") -> Query:
     lang = language(raw)
     text = normalise(from_english(raw) if lang == "en" else raw)
+    kind = detect_kind(text)
     asked, passing = places(unquoted(text))
+    if kind == "which_district":
+        # Who asks which district did something does not know it: a district the question names
+        # is where the asker or a friend is ("朋友在金山…，哪个区有早餐圆桌"), not the answer's filter.
+        asked, passing = (), tuple(dict.fromkeys(passing + asked))
     named = tuple(d for _, word, d in place_mentions(unquoted(text)) if d in asked and _district_name(word, d))
     years = tuple(int(y) for y in YEAR.findall(text))
     wants = next((w for w, p in WANTS if p.search(text.lower())), "")
-    return Query(raw=raw, text=text, language=lang, kind=detect_kind(text), districts=asked,
+    return Query(raw=raw, text=text, language=lang, kind=kind, districts=asked,
                  named=tuple(dict.fromkeys(named)),
                  mentioned=passing, elsewhere=elsewhere(text), years=years, collection=collection(text),
                  figures=figures(text), asks=tuple(a for a, p in ASKS if p.search(text.lower())), quoted=tuple(dict.fromkeys(m.group(1).strip() for m in QUOTED.finditer(text))),

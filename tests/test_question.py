@@ -49,7 +49,9 @@ def test_districts_asked_about_are_kept_apart_from_those_mentioned(question, ask
     ("青浦区为“花博人家”实行的多址备案有多少户？", ("青浦区",), ("青浦区",)),
     # Unquoted, it is a place of its district; only names and short forms count as named.
     ("徐汇的闵址汇 入库了多少个地址", ("徐汇区", "闵行区"), ("徐汇区",)),
-    ("张江的人才港是哪个区的", ("浦东新区",), ()),
+    ("张江的人才港是怎么运作的", ("浦东新区",), ()),
+    # Who asks which district does not know it: a district named is where the asker is.
+    ("朋友在金山做化工，说有个区请企业老板吃早餐开会，是哪个区？", (), ()),
 ])
 def test_districts_named_apart_from_places(question, asked, named):
     q = parse(question)
