@@ -13,6 +13,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 
 from rag.answer import Answer, Answerer
 from rag.config import Config, ConfigError
+from rag.corpus import location
 from rag.question import EMPTY, INVISIBLE, BadQuestion, clean, cut, parse
 from rag.retrieve import Filters
 
@@ -156,6 +157,8 @@ class AnswerChain(Runnable):
             for line in answer.answer.split("\n"):
                 yield line + "\n"
         answer.question = raw
+        answer.citations = [replace(c, location=location(self.cfg.seeds, c.source, c.lines[0]))
+                            for c in answer.citations]
         if query.note:
             answer.answer = f"（{query.note}）\n{answer.answer}"
         yield answer

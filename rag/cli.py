@@ -172,7 +172,7 @@ def print_answer(answer) -> None:
     console.print(escape(answer.answer), style=style)
     for c in answer.citations:
         console.print(f"[dim][{c.n}] {escape(c.district or '（文中未注明所属区）')} · {escape(c.case_title)} · "
-                      f"{c.collection} {c.year} · seeds/{c.source} {line_span(c.lines)}[/]")
+                      f"{c.collection} {c.year} · {escape(c.location or f'seeds/{c.source} {line_span(c.lines)}')}[/]")
     for r in answer.related:
         console.print(f"[dim]可能相关：{escape(r['district'])} · {escape(r['case_title'])}（{r['year']}）[/]")
 
