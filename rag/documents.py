@@ -180,18 +180,24 @@ def parse_pdf(path: Path) -> Parsed:
     import pdfplumber
     from pdfminer.pdfdocument import PDFEncryptionError, PDFPasswordIncorrect
     from pdfminer.pdfparser import PDFSyntaxError
+    from pdfplumber.utils.exceptions import PdfminerException
 
     try:
         with pdfplumber.open(str(path)) as pdf:
             title = (pdf.metadata.get("Title") or "").strip() or None
             pages = [page.extract_text_lines(return_chars=True) for page in pdf.pages]
-    except (PDFPasswordIncorrect, PDFEncryptionError):
-        raise DocumentError(f"这个 PDF 有密码保护，请先去掉密码再导入：{path.name}") from None
+            images = sum(len(page.images) for page in pdf.pages)
+    except PdfminerException as e:  # pdfplumber wraps pdfminer's own errors
+        if isinstance(e.args[0] if e.args else None, (PDFPasswordIncorrect, PDFEncryptionError)):
+            raise DocumentError(f"这个 PDF 有密码保护，请先去掉密码再导入：{path.name}") from None
+        raise DocumentError(f"无法打开 PDF（文件损坏或不是 PDF）：{path.name}") from None
     except (PDFSyntaxError, ValueError, KeyError, OSError) as e:
         raise DocumentError(f"无法打开 PDF（文件损坏或不是 PDF）：{path.name}（{type(e).__name__}）") from None
     if not pages:
         raise DocumentError(f"这个 PDF 没有页面：{path.name}")
     if not any(line["text"].strip() for page in pages for line in page):
+        if not images:
+            raise DocumentError(f"这个 PDF 是空白的，没有文字也没有图像：{path.name}")
         raise DocumentError(f"这个 PDF 没有文字层，需要先做 OCR：{path.name}")
     bookmarks = {re.sub(r"\s+", "", t): level for level, t in pdf_outline(path)}
     return Parsed("pdf", tuple(paragraphs(pages, bookmarks)), title)
