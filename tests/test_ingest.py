@@ -92,8 +92,8 @@ def test_the_gold_eval_on_the_copies_is_within_tolerance_of_the_txt(figures, kin
     from eval import metrics
 
     txt, got = figures["txt"], figures[kind]
-    far = {k: (round(got[k], 3), round(txt[k], 3)) for k in metrics.SUMMARY
-           if isinstance(txt.get(k), float) and abs(got[k] - txt[k]) > EVAL_TOLERANCE}
+    quality = [k for k in metrics.SUMMARY if isinstance(txt.get(k), float) and "latency" not in k]
+    far = {k: (round(got[k], 3), round(txt[k], 3)) for k in quality if abs(got[k] - txt[k]) > EVAL_TOLERANCE}
     assert not far, far
 
 
