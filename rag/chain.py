@@ -107,6 +107,8 @@ def check_input(input) -> None:
         raise BadQuestion('districts 应为区名的列表，例如 ["宝山区"]。')
     if not list_of(input.get("years"), lambda y: isinstance(y, int) and not isinstance(y, bool)):
         raise BadQuestion("years 应为年份（整数）的列表，例如 [2021]。")
+    if not list_of(input.get("documents"), lambda d: isinstance(d, str)):
+        raise BadQuestion('documents 应为文档 id 的列表，例如 ["2021"]（rag docs 列出全部文档）。')
 
 
 class AnswerChain(Runnable):
@@ -132,9 +134,9 @@ class AnswerChain(Runnable):
         request = budget(input, self.cfg)
         query = replace(parse(request.asked, request.history, self.cfg.max_question_chars), note=request.note)
         filters = None
-        if input.get("districts") or input.get("years"):
+        if input.get("districts") or input.get("years") or input.get("documents"):
             filters = Filters(tuple(input.get("districts") or ()), tuple(input.get("years") or ()),
-                              collection_years=True)
+                              collection_years=True, documents=tuple(input.get("documents") or ()))
         return request.asked, query, filters
 
     def invoke(self, input, config: RunnableConfig | None = None, **kwargs) -> Answer:

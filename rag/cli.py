@@ -226,12 +226,13 @@ def ask(question: str = typer.Argument(None, help="The question, in Chinese; '-'
         as_json: bool = typer.Option(False, "--json", help="Print the Answer as JSON."),
         batch: str = typer.Option(None, "--batch", help="JSONL file of {id, question} ('-' for stdin); prints JSONL."),
         district: list[str] = typer.Option(None, "--district", help="Only cases of this district (repeatable)."),
-        year: list[int] = typer.Option(None, "--year", help="Only cases of this year (repeatable).")):
+        year: list[int] = typer.Option(None, "--year", help="Only cases of this year (repeatable)."),
+        document: list[str] = typer.Option(None, "--document", help="Only cases of this document id (repeatable; see rag docs).")):
     """Answer one question (or a batch) with the district, the case and cited source lines."""
     from rag.chain import BadQuestion
 
     chain = load_chain()
-    filters = {"districts": district or None, "years": year or None}
+    filters = {"districts": district or None, "years": year or None, "documents": document or None}
     if batch:
         try:
             stream = sys.stdin.buffer if batch == "-" else open(batch, "rb")

@@ -274,3 +274,11 @@ def test_the_cli_lists_ingests_and_removes(home, files):
     assert json.loads(again.stdout)["unchanged"] == ["xuhui-plan.docx"]
     missing = subprocess.run(rag + ["docs", "remove", "no-such-doc"], env=env, capture_output=True, text=True)
     assert missing.returncode == 1 and "没有这份文档" in missing.stderr
+
+
+def test_the_source_file_filter_keeps_to_that_document(chain):
+    question = "哪些区搞了企业代办服务？"
+    for doc in ("2019", "2022"):
+        answer = chain.invoke({"question": question, "documents": [doc]})
+        cases = chain.answerer.retriever.index.cases
+        assert answer.citations and cases[answer.citations[0].case_id].document == doc
