@@ -47,7 +47,7 @@ def emit_json(data) -> None:
 
 @app.command()
 def cases(as_json: bool = typer.Option(False, "--json", help="Print a JSON list for other tools.")):
-    """List the cases read from seeds/: id, district, year, collection, title, lines, chunks."""
+    """List the cases read from the documents: id, district, year, collection, title, lines, chunks."""
     from collections import Counter
 
     from rag.chunking import chunk_cases
@@ -134,7 +134,8 @@ def docs_remove(ids: list[str] = typer.Argument(..., help="Document ids (see rag
 @app.command()
 def index(rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild even if the index is current."),
           as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON.")):
-    """Build the search index from seeds/ (FAISS + BM25 + records) under RAG_HOME."""
+    """Build the search index from the documents (seeds/, or RAG_HOME/documents once anything was
+    ingested): FAISS + BM25 + records under RAG_HOME."""
     from rag import index as idx
 
     cfg = settings()
