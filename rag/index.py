@@ -166,7 +166,8 @@ class EmbeddingCache:
         return [vectors[[known[k] for k in ks]] for ks in keys]
 
     def save(self, known: dict[bytes, int], vectors: np.ndarray) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for d in (self.path.parent.parent, self.path.parent):  # RAG_HOME/cache is private (rag.tokenize)
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.stem}.tmp-{os.getpid()}.npz")
         np.savez(tmp, keys=np.array(list(known), dtype="S32"), vectors=vectors)
         os.replace(tmp, self.path)

@@ -83,8 +83,12 @@ def figures(cfg, chain, ingested, tmp_path_factory):
         return run(c, split="test", modes=("full",), out_dir=tmp_path_factory.mktemp("eval"),
                    progress=False, chain=ch)["modes"]["full"]["overall"]
 
-    return {"txt": overall(cfg, chain),
-            **{kind: overall(c, build(c, progress=False)) for kind, c in ingested.items()}}
+    got = {"txt": overall(cfg, chain), **{kind: overall(c, build(c, progress=False)) for kind, c in ingested.items()}}
+    # Kept beside the screenshots, for the figures in the README.
+    out = Path(__file__).resolve().parents[1] / "test-artifacts"
+    out.mkdir(exist_ok=True)
+    (out / "ingest-eval.json").write_text(json.dumps(got, ensure_ascii=False, indent=2), encoding="utf-8")
+    return got
 
 
 @pytest.mark.parametrize("kind", ["docx", "pdf"])
