@@ -57,6 +57,7 @@ class Citation:
     lines: tuple[int, int]
     quote: str
     section: str = ""
+    location: str = ""  # where a person finds it in the file they have: page and line, paragraph, line
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -13,6 +13,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 
 from rag.answer import Answer, Answerer
 from rag.config import Config, ConfigError
+from rag.corpus import location
 from rag.question import EMPTY, INVISIBLE, BadQuestion, clean, cut, parse
 from rag.retrieve import Filters
 
@@ -106,6 +107,8 @@ def check_input(input) -> None:
         raise BadQuestion('districts 应为区名的列表，例如 ["宝山区"]。')
     if not list_of(input.get("years"), lambda y: isinstance(y, int) and not isinstance(y, bool)):
         raise BadQuestion("years 应为年份（整数）的列表，例如 [2021]。")
+    if not list_of(input.get("documents"), lambda d: isinstance(d, str)):
+        raise BadQuestion('documents 应为文档 id 的列表，例如 ["2021"]（rag docs 列出全部文档）。')
 
 
 class AnswerChain(Runnable):
@@ -131,9 +134,9 @@ class AnswerChain(Runnable):
         request = budget(input, self.cfg)
         query = replace(parse(request.asked, request.history, self.cfg.max_question_chars), note=request.note)
         filters = None
-        if input.get("districts") or input.get("years"):
+        if input.get("districts") or input.get("years") or input.get("documents"):
             filters = Filters(tuple(input.get("districts") or ()), tuple(input.get("years") or ()),
-                              collection_years=True)
+                              collection_years=True, documents=tuple(input.get("documents") or ()))
         return request.asked, query, filters
 
     def invoke(self, input, config: RunnableConfig | None = None, **kwargs) -> Answer:
@@ -156,6 +159,8 @@ class AnswerChain(Runnable):
             for line in answer.answer.split("\n"):
                 yield line + "\n"
         answer.question = raw
+        answer.citations = [replace(c, location=location(self.cfg.seeds, c.source, c.lines[0]))
+                            for c in answer.citations]
         if query.note:
             answer.answer = f"（{query.note}）\n{answer.answer}"
         yield answer

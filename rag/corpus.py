@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from difflib import SequenceMatcher
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
+
+from rag.documents import CN_NUM, heading_level, place
 
 # Word's bookmark residue. It only ever prefixes a line, so stripping it keeps every
 # remaining sentence an exact substring of the source line.
@@ -38,12 +41,6 @@ GAZETTEER = {
 # Words that contain a short form but do not name the district.
 NOT_A_PLACE = ("黄浦江",)
 
-CN_NUM = "一二三四五六七八九十"
-HEADING_LEVELS = (
-    (1, re.compile(rf"^[{CN_NUM}]+、|^(工作背景|背景情况|基本情况)$")),
-    (2, re.compile(rf"^[（(][{CN_NUM}]+[）)]")),
-    (3, re.compile(r"^(\d+[、.．]|[（(]\d+[）)])")),
-)
 
 
 @dataclass(frozen=True)
@@ -67,6 +64,7 @@ class Case:
     district_evidence: str = ""
     duplicates: tuple[tuple[int, int], ...] = ()
     sections: tuple[Section, ...] = field(default=(), repr=False)
+    document: str = ""  # the id of the document it comes from: what an ingest adds, replaces or removes
 
     def to_dict(self) -> dict:
         return {
@@ -76,6 +74,7 @@ class Case:
             "section": self.section, "district_evidence": self.district_evidence,
             "duplicates": [list(d) for d in self.duplicates],
             "sections": [{"path": list(s.path), "lines": list(s.lines)} for s in self.sections],
+            "document": self.document,
         }
 
     @classmethod
@@ -86,24 +85,24 @@ class Case:
             rank=d["rank"], section=d["section"], district_evidence=d["district_evidence"],
             duplicates=tuple(tuple(x) for x in d["duplicates"]),
             sections=tuple(Section(tuple(s["path"]), tuple(s["lines"])) for s in d["sections"]),
+            document=d.get("document", ""),
         )
 
 
-@lru_cache(maxsize=None)
 def read_lines(path: Path) -> tuple[str, ...]:
-    """The file's lines, without line ends; index i holds line i+1."""
+    """The file's lines, without line ends; index i holds line i+1. Cached by the file's identity
+    and time: an ingest replaces a document under the same name in a process that keeps running."""
+    st = path.stat()
+    return _read_lines(path, st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=512)
+def _read_lines(path: Path, *identity) -> tuple[str, ...]:
     return tuple(path.read_text(encoding="utf-8").splitlines())
 
 
 def clean(line: str) -> str:
     return ARTEFACT.sub("", line).strip()
-
-
-def heading_level(text: str) -> int | None:
-    for level, pattern in HEADING_LEVELS:
-        if pattern.match(text):
-            return level
-    return None
 
 
 def heading_title(text: str) -> str:
@@ -163,8 +162,10 @@ def _span_end(lines, start: int, stop: int) -> int:
     return end
 
 
-def _sections(lines, first: int, last: int) -> tuple[Section, ...]:
-    """Heading paths with their spans: a heading runs until the next one at its level or above."""
+def _sections(lines, first: int, last: int, styled: dict | None = None) -> tuple[Section, ...]:
+    """Heading paths with their spans: a heading runs until the next one at its level or above.
+    Headings are found by their numbering; `styled` adds those a file marks by style, font size or
+    bookmark ({line: level}, from rag.documents), where the numbering says nothing."""
     open_: list[tuple[int, str, int]] = []  # (level, title, start line)
     done: list[Section] = []
 
@@ -177,7 +178,7 @@ def _sections(lines, first: int, last: int) -> tuple[Section, ...]:
 
     for n in range(first, last + 1):
         text = clean(lines[n - 1])
-        level = heading_level(text) if text else None
+        level = (heading_level(text) or (styled or {}).get(str(n))) if text else None
         if level:
             close(level, n)
             open_.append((level, heading_title(text), n))
@@ -188,7 +189,7 @@ def _sections(lines, first: int, last: int) -> tuple[Section, ...]:
 def _case(doc: dict, lines, id_: str, start: int, stop: int, **fields) -> Case:
     end = _span_end(lines, start, stop)
     return Case(id=id_, collection=doc["title"], year=doc["year"], kind=doc["kind"],
-                source=doc["file"], lines=(start, end), sections=_sections(lines, start, end),
+                source=doc["file"], document=doc["id"], lines=(start, end), sections=_sections(lines, start, end, doc.get("headings")),
                 **fields)
 
 
@@ -217,7 +218,8 @@ def _parse_2021(doc, lines) -> list[Case]:
             toc[m.group(1)] = (toc_district, m.group(2), n)
         elif re.fullmatch(r"案例[一二三四五六七八九十]+", text):
             body.append((text, n))
-    end_of_cases = next(n for n, raw in enumerate(lines, 1) if clean(raw).startswith("更多精彩"))
+    # The 2021 collection ends with a line of links ("更多精彩…"); another may just end.
+    end_of_cases = next((n for n, raw in enumerate(lines, 1) if clean(raw).startswith("更多精彩")), len(lines) + 1)
     cases = []
     for i, (label, n) in enumerate(body):
         stop = body[i + 1][1] if i + 1 < len(body) else end_of_cases
@@ -267,18 +269,19 @@ def _parse_2022(doc, lines) -> list[Case]:
     current_list = clean(lines[0])
     for n, raw in enumerate(lines, 1):
         text = clean(raw)
-        if text.startswith("上海市2022年度各区优化营商环境"):
+        if text in doc["lists"]:
             current_list = text
         elif re.fullmatch(r"排名\d+", text):
             starts.append(n)
             list_of[n] = current_list
     cases: list[Case] = []
     seen: dict[str, int] = {}
-    prefix = {doc["lists"][0]: "e", doc["lists"][1]: "g"}
+    # 2022's two lists: e(xcellent) 优秀案例 and g(ood) 良好实践; lists beyond two are numbered.
+    prefix = {name: "eg"[i] if i < 2 else f"l{i + 1}-" for i, name in enumerate(doc["lists"])}
     numbers = Counter()
     for i, n in enumerate(starts):
         stop = starts[i + 1] if i + 1 < len(starts) else len(lines) + 1
-        stop = _list_heading_before(lines, n, stop)
+        stop = _list_heading_before(lines, n, stop, doc["lists"])
         end = _span_end(lines, n, stop)
         text = "\n".join(clean(lines[k - 1]) for k in range(n + 1, end + 1))
         key = re.sub(r"\s+", "", text)
@@ -305,9 +308,9 @@ def _parse_2022(doc, lines) -> list[Case]:
     return cases
 
 
-def _list_heading_before(lines, start: int, stop: int) -> int:
+def _list_heading_before(lines, start: int, stop: int, lists) -> int:
     for k in range(start + 1, stop):
-        if clean(lines[k - 1]).startswith("上海市2022年度各区优化营商环境"):
+        if clean(lines[k - 1]) in lists:
             return k
     return stop
 
@@ -321,7 +324,102 @@ def _parse_document(doc, lines) -> list[Case]:
     start = next(n for n, raw in enumerate(lines, 1) if clean(raw) and doc["title_line"] <= n)
     return [_case(doc, lines, doc["id"], start, len(lines) + 1, district=doc["district"],
                   title=clean(lines[start - 1]),
-                  district_evidence=f"文件本身：{doc['title']}")]
+                  district_evidence=doc.get("district_evidence") or f"文件本身：{doc['title']}")]
+
+
+# -- a new document's description, read from its lines -------------------------------------------
+LAYOUT_MIN_ENTRIES = 2  # one 排名1 or one district line is a coincidence; two are a layout
+
+
+def describe(id_: str, name: str, lines: list[str], title: str | None = None) -> dict:
+    """The manifest entry of a document no one has described: its layout found from the shapes
+    the seeds show (排名N entries, 案例一 with a table of contents, a title then its district's
+    name), else one document that is one case of the district it names. The title comes from the
+    file's metadata or its first line; the year from the title, else the first date in the text."""
+    text = [clean(x) for x in lines]
+    first = next((n for n, t in enumerate(text, 1) if t), 1)
+    title = (title or text[first - 1]).strip()
+    # The line that reads most like the title (a file's metadata title may be worded a little apart).
+    title_line = max(range(first, min(len(text), first + 20) + 1),
+                     key=lambda n: (SequenceMatcher(None, text[n - 1], title).ratio(), -n))
+    years = re.findall(r"(20\d\d)\s*年|〔(20\d\d)〕", title) or re.findall(r"(20\d\d)\s*年|〔(20\d\d)〕", "\n".join(text))
+    entry = {"file": name, "id": id_, "title": title, "year": int("".join(years[0])) if years else None,
+             "issuer": _issuer(text), "kind": "case_collection"}
+    ranks = [n for n, t in enumerate(text, 1) if re.fullmatch(r"排名\d+", t)]
+    toc_body = [t for t in text if re.fullmatch(rf"案例[{CN_NUM}]+", t)]
+    district_lines = [n for n, t in enumerate(text[1:], 2) if t in DISTRICTS and text[n - 2]]
+    if len(ranks) >= LAYOUT_MIN_ENTRIES:
+        # Each list is headed by the line just before its 排名1.
+        # Each list is headed by a short line just before its 排名1 (a long one is an entry's last
+        # paragraph: the list goes on, as where 2022 prints an entry twice).
+        heads = [t for n in ranks if text[n - 1] == "排名1" and n > 1
+                 for t in [next(t for t in reversed(text[:n - 1]) if t)] if len(t) <= 40 and not t.endswith("。")]
+        return entry | {"layout": "ranked", "lists": list(dict.fromkeys(heads)) or [title]}
+    if len(toc_body) >= LAYOUT_MIN_ENTRIES:
+        return entry | {"layout": "toc"}
+    if len(district_lines) >= LAYOUT_MIN_ENTRIES:
+        return entry | {"layout": "districts_after_title"}
+    district, evidence = _infer_district(title)
+    if district:
+        evidence = f"文件标题：{evidence}"
+    else:
+        district, evidence = _infer_district("\n".join(text))
+    kind = "action_plan" if "方案" in title else "report" if "报告" in title else "document"
+    return entry | {"layout": "document", "kind": kind, "district": district, "title_line": title_line,
+                    "district_evidence": evidence}
+
+
+def _issuer(text: list[str]) -> str | None:
+    """An issuing body named on a line of its own near the start or the end of the document."""
+    for t in text[:10] + text[-10:][::-1]:
+        if m := re.fullmatch(r"(上海市\S{0,20}?(委员会|人民政府|办公室|局))(文件)?", t.replace(" ", "")):
+            return m.group(1)
+    return None
+
+
+def _places(path: Path) -> tuple[dict, ...]:
+    try:
+        st = path.stat()
+    except OSError:
+        return ()
+    return _places_at(path, st.st_ino, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=256)
+def _places_at(path: Path, *identity) -> tuple[dict, ...]:
+    try:
+        return tuple(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return ()
+
+
+def where_file(text_file: str) -> str:
+    """The file beside an ingested document's text that holds each line's place in the original."""
+    return Path(text_file).stem + ".where.json"
+
+
+def location(seeds: Path, source: str, line: int) -> str:
+    """Where a line can be found by a person: the original file and its page and line, paragraph
+    and heading path, or line; a document stored as it came (the seeds) by its own line."""
+    entry = next((d for d in load_manifest_cached(seeds) if d.get("file") == source), {})
+    places = _places(seeds / where_file(source)) if entry.get("original") else ()
+    if 0 < line <= len(places):
+        return f"{entry['original']} {place(places[line - 1])}"
+    return f"seeds/{source} 第{line}行"
+
+
+def load_manifest_cached(seeds: Path) -> tuple[dict, ...]:
+    path = seeds / "manifest.json"
+    try:
+        st = path.stat()
+        return _manifest_at(path, st.st_ino, st.st_mtime_ns)
+    except OSError:
+        return ()
+
+
+@lru_cache(maxsize=8)
+def _manifest_at(path: Path, *identity) -> tuple[dict, ...]:
+    return tuple(json.loads(path.read_text(encoding="utf-8")).get("documents", ()))
 
 
 def case_text(case: Case, seeds: Path) -> str:

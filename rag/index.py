@@ -57,7 +57,7 @@ def corpus_hash(cfg: Config) -> str:
 def chunking_hash(cfg: Config) -> str:
     """Settings and the parsing code itself: an index built by other chunking code is stale."""
     h = hashlib.sha256(f"size={cfg.chunk_size}".encode())
-    for module in ("corpus.py", "chunking.py", "tokenize.py"):
+    for module in ("documents.py", "corpus.py", "chunking.py", "tokenize.py"):
         h.update((Path(__file__).parent / module).read_bytes())
     return h.hexdigest()[:16]
 
@@ -133,6 +133,47 @@ def load_embedder(cfg: Config):
                            passage_engine=cfg.build_engine)
 
 
+class EmbeddingCache:
+    """Passage vectors by (model id, SHA-256 of the text), in one .npz under RAG_HOME/cache: after
+    an ingest the rebuild embeds only text it has not seen. Engines that share a model id give
+    interchangeable vectors (README, "The embedding model"), so they share the cache. The file is
+    replaced whole, so a killed build leaves the previous one; a damaged one is started afresh."""
+
+    def __init__(self, home: Path, model_id: str):
+        self.path = home / "cache" / "embeddings" / f"{hashlib.sha256(model_id.encode()).hexdigest()[:16]}.npz"
+        self.embedded = 0
+
+    def load(self) -> tuple[dict[bytes, int], np.ndarray | None]:
+        try:
+            with np.load(self.path, allow_pickle=False) as data:
+                keys, vectors = data["keys"], data["vectors"]
+            if len(keys) == len(vectors):
+                return {k: i for i, k in enumerate(keys.tolist())}, vectors
+        except (OSError, ValueError, KeyError):
+            pass
+        return {}, None
+
+    def embed(self, embedder, lists: list[list[str]], progress: bool, timings: dict) -> list[np.ndarray]:
+        known, vectors = self.load()
+        keys = [[hashlib.sha256(t.encode("utf-8")).hexdigest()[:32].encode() for t in texts] for texts in lists]
+        new = {k: t for ks, texts in zip(keys, lists) for k, t in zip(ks, texts) if k not in known}
+        if new:
+            timings |= {f"engine_{k}": v for k, v in embedder.start_passages().items()}
+            fresh = np.asarray(embedder.embed_passages(list(new.values()), progress=progress), dtype=np.float32)
+            vectors = fresh if vectors is None else np.concatenate([vectors, fresh])
+            known |= {k: len(known) + i for i, k in enumerate(new)}
+            self.save(known, vectors)
+            self.embedded = len(new)
+        return [vectors[[known[k] for k in ks]] for ks in keys]
+
+    def save(self, known: dict[bytes, int], vectors: np.ndarray) -> None:
+        for d in (self.path.parent.parent, self.path.parent):  # RAG_HOME/cache is private (rag.tokenize)
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.stem}.tmp-{os.getpid()}.npz")
+        np.savez(tmp, keys=np.array(list(known), dtype="S32"), vectors=vectors)
+        os.replace(tmp, self.path)
+
+
 def build(cfg: Config, embedder=None, progress: bool = True) -> Index:
     import bm25s
     import faiss
@@ -148,13 +189,14 @@ def build(cfg: Config, embedder=None, progress: bool = True) -> Index:
     say(f"索引：{len(cases)} 个案例，{len(chunks)} 个片段")
 
     embedder = embedder or load_embedder(cfg)
-    timings |= {f"engine_{k}": v for k, v in embedder.start_passages().items()}
     t = time.perf_counter()
-    vecs = embedder.embed_passages([c.index_text for c in chunks], progress=progress)
     rows = sentence_rows(chunks)
     sentence_texts = [chunks[c].sentences[i].text for c, i in rows]
-    svecs = embedder.embed_passages(sentence_texts, progress=progress)
+    cache = EmbeddingCache(cfg.home, embedder.model_id)
+    vecs, svecs = cache.embed(embedder, [[c.index_text for c in chunks], sentence_texts], progress, timings)
     timings["embed_s"] = time.perf_counter() - t
+    timings["embedded"] = cache.embedded
+    say(f"向量：新嵌入 {cache.embedded} 条，缓存命中 {len(chunks) + len(rows) - cache.embedded} 条")
 
     t = time.perf_counter()
     kind = faiss_index_type(len(chunks), cfg.faiss)

@@ -33,6 +33,7 @@ class Filters:
     # A year chosen in a filter means the collection's year; a year in a question may also be
     # the year something happened, which the case text mentions.
     collection_years: bool = False
+    documents: tuple[str, ...] = ()  # document ids (Case.document): the chat's 来源文件 filter
 
     @classmethod
     def from_query(cls, query: Query) -> "Filters":
@@ -103,7 +104,8 @@ class Retriever:
     def matches(self, case: Case, filters: Filters) -> bool:
         years = {case.year} if filters.collection_years else self.case_years[case.id]
         return (not filters.districts or case.district in filters.districts) and \
-               (not filters.years or bool(years & set(filters.years)))
+               (not filters.years or bool(years & set(filters.years))) and \
+               (not filters.documents or case.document in filters.documents)
 
     def tokens(self, text: str) -> list[str]:
         return self.index.tokenizer(text)

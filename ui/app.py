@@ -87,6 +87,12 @@ def district_choices(cases) -> list[str]:
     return sorted({c.district for c in cases.values() if c.district})
 
 
+def document_choices(cases) -> list[tuple[str, str]]:
+    """(label, document id) for the 来源文件 filter: the collection's title and year."""
+    docs = {c.document: f"{c.collection[:24]}（{c.year}）" for c in cases.values()}
+    return [(label, doc) for doc, label in sorted(docs.items(), key=lambda d: d[1])]
+
+
 def year_choices(cases) -> list[tuple[str, int]]:
     by_year: dict[int, set[str]] = {}
     for c in cases.values():
@@ -149,12 +155,13 @@ def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
     render = Renderer(cases, cfg.seeds)
     shapes = districtmap.shapes_for(cfg.home)
 
-    def chain_input(question, history, districts, years) -> dict:
+    def chain_input(question, history, districts, years, documents=None) -> dict:
         # Passed as they came: the chain checks their shape and says what is wrong.
         return {"question": question, "history": history or [], "districts": districts or None,
-                "years": years or None}
+                "years": years or None, "documents": documents or None}
 
-    def respond(question: str, messages: list, history: list, districts, years, turns: dict) -> Iterator[tuple]:
+    def respond(question: str, messages: list, history: list, districts, years, documents,
+                turns: dict) -> Iterator[tuple]:
         """Streams one turn into the chat; `history` keeps the text and case ids the chain reads,
         `turns` each shown answer's record (for the map and the feedback), by its message index."""
         try:
@@ -171,7 +178,7 @@ def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
         yield "", shown, history, turns
         text = ""
         try:
-            for piece in chain.stream(chain_input(question, history, districts, years)):
+            for piece in chain.stream(chain_input(question, history, districts, years, documents)):
                 if isinstance(piece, Answer):
                     shown[-1] = {"role": "assistant", "content": render.answer(piece) + copymd.button(piece)}
                     turns = {**turns, len(shown) - 1: turn_record(question, history, piece)}
@@ -187,10 +194,10 @@ def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
             raise failure(e, question, cfg) from None
 
     def ask(question: str, history: list[dict] | None = None, districts: list[str] | None = None,
-            years: list[int] | None = None) -> dict:
+            years: list[int] | None = None, documents: list[str] | None = None) -> dict:
         """Answer one question: the same JSON as `rag ask --json` (answer, citations, related …)."""
         try:
-            return chain.invoke(chain_input(question, history, districts, years)).to_dict()
+            return chain.invoke(chain_input(question, history, districts, years, documents)).to_dict()
         except (BadQuestion, IndexError_) as e:
             raise refusal(str(e), log=isinstance(e, IndexError_)) from None
         except Exception as e:
@@ -209,6 +216,8 @@ def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
                                             label="只看这些区（可选）", info="不选即全部区", elem_id="filter-districts")
                     years = gr.Dropdown(year_choices(cases), value=[], multiselect=True,
                                         label="只看这些年份 / 文件（可选）", info="不选即全部年份")
+                    documents = gr.Dropdown(document_choices(cases), value=[], multiselect=True,
+                                            label="来源文件（可选）", info="不选即全部文件", elem_id="filter-documents")
                 with gr.Row():
                     with gr.Column(scale=3):
                         chatbot = gr.Chatbot(label="问答", height=560, render_markdown=False, buttons=[],
@@ -245,7 +254,7 @@ def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
                 return gr.skip()
             return [] if chosen == [name] else [name]
 
-        turn = dict(fn=respond, inputs=[box, chatbot, history, districts, years, turns],
+        turn = dict(fn=respond, inputs=[box, chatbot, history, districts, years, documents, turns],
                     outputs=[box, chatbot, history, turns], api_visibility="private", concurrency_limit=CONCURRENCY)
         for asked in (box.submit(**turn), send.click(**turn)):
             asked.then(show_on_map, [turns, districts], [answer_map], api_visibility="private")

@@ -20,12 +20,17 @@ def file_line(source: str, lines) -> str:
     return f"seeds/{source}:{a}" if a == b else f"seeds/{source}:{a}-{b}"
 
 
+def where(c) -> str:
+    """An ingested file's own place (第3页第12行), else the seeds file and line."""
+    return c.location if c.location and not c.location.startswith("seeds/") else file_line(c.source, c.lines)
+
+
 def markdown(answer: Answer) -> str:
     out = [f"**问：** {answer.question}", "", answer.answer.strip(), ""]
     if answer.citations:
         out.append("**来源：**")
         out += [f"{c.n}. {c.district or NO_DISTRICT} · 《{c.case_title}》 · {c.collection}（{c.year}年） · "
-                f"`{file_line(c.source, c.lines)}` · “{c.quote}”" for c in answer.citations]
+                f"`{where(c)}` · “{c.quote}”" for c in answer.citations]
     if answer.related:
         out.append("**可能相关：**")
         out += [f"- {r['district'] or NO_DISTRICT} · 《{r['case_title']}》 · {r['collection']}（{r['year']}年） · "

@@ -108,7 +108,8 @@ class Renderer:
         paragraph = " ".join(clean(lines[n - 1]) for n in range(a, b + 1) if 0 < n <= len(lines))
         head = (f'<sup class="cite">{c.n}</sup><span class="district">{escape(c.district or NO_DISTRICT)}</span>'
                 f' · <span class="case-title">《{escape(c.case_title)}》</span>'
-                f' · {escape(c.collection)}（{c.year}年） · {location(c.source, c.lines)}')
+                f' · {escape(c.collection)}（{c.year}年） · '
+                f'{f"<code class=loc>{escape(c.location)}</code>" if c.location else location(c.source, c.lines)}')
         return (f'<li class="source"><div class="source-head">{head}</div>'
                 f'<blockquote class="quote">{marked(paragraph or c.quote, c.quote, QUOTE_CONTEXT)}</blockquote>'
                 f'{self.context(c, lines)}</li>')
