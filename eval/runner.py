@@ -92,6 +92,8 @@ def run(cfg: Config, gold_path: str | Path | None = None, split: str = "test", m
         from rag.chain import build
 
         chain = build(cfg, progress=progress)
+        # The steady state a server answers in: every question on the same query engine.
+        chain.answerer.retriever.embedder.wait_for_upgrade()
     systems = build_systems(cfg, modes, chain, progress)
     questions = {}
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

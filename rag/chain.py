@@ -167,9 +167,10 @@ class AnswerChain(Runnable):
 
 
 def build(cfg: Config | None = None, progress: bool = True, mode: str = "hybrid",
-          steer: bool = True) -> AnswerChain:
+          steer: bool = True, serving: bool = False) -> AnswerChain:
     """Load (or build) the index and the query-time embedder once, and wire the chain.
-    `mode` and `steer` are the Retriever's; the eval's ablation varies them."""
+    `mode` and `steer` are the Retriever's; the eval's ablation varies them. `serving`: the
+    process will answer many questions, so the faster query engine starts in the background."""
     from rag import index as index_mod
     from rag.retrieve import Retriever
 
@@ -181,6 +182,8 @@ def build(cfg: Config | None = None, progress: bool = True, mode: str = "hybrid"
         reason = " ".join(str(e).split())[:200]  # one line
         raise ConfigError(f"RAG_MODEL={cfg.model}：无法加载向量模型（{type(e).__name__}: {reason}）") from None
     idx = index_mod.ensure(cfg, embedder, progress=progress)
+    if serving:
+        embedder.upgrade_queries()
     llm = None
     if cfg.llm_base_url and cfg.llm_model:
         from rag.llm import chat_model

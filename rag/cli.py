@@ -151,13 +151,13 @@ def index(rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild even if
                       f"模型 {m['model']}（{m['dim']} 维），FAISS {m['faiss']}，建于 {m['built_at']}")
 
 
-def load_chain():
+def load_chain(serving: bool = False):
     """The chain, or a clear message and exit code 1 when the index cannot be used."""
     from rag import chain as chain_mod
     from rag.index import IndexError_
 
     try:
-        return chain_mod.build(settings(), progress=True)
+        return chain_mod.build(settings(), progress=True, serving=serving)
     except IndexError_ as e:
         fail(str(e), 1)
     except ConfigError as e:
@@ -262,7 +262,7 @@ def chat():
     """A conversation in the terminal; follow-ups like “那徐汇区呢？” refer to the previous turn."""
     from rag.chain import BadQuestion
 
-    chain = load_chain()
+    chain = load_chain(serving=True)
     history: list[dict] = []
     console.print("政策案例问答 —— 输入问题，空行或 Ctrl-D 退出。")
     while True:

@@ -17,7 +17,9 @@ from functools import lru_cache
 from rag.corpus import place_mentions
 
 # Lone surrogates too: Python's stand-ins for undecodable bytes, which nothing can encode.
-INVISIBLE = re.compile(r"[\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
+# A terminal's colour codes (ESC [ 31 m) come along when a question is copied out of one: the
+# whole sequence is formatting, not just its ESC.
+INVISIBLE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|[\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
 EMPTY = "问题是空的：请输入一个关于上海各区优化营商环境案例的问题。"
 
 KINDS = ("which_district", "list_districts", "what_measure", "fact_number", "comparison")

@@ -72,7 +72,9 @@ def test_map_lights_the_districts_each_kind_of_answer_names(chain, index, cfg):
     assert lit(districtmap.for_answer(shapes, index.cases, which)) == {"虹口区"}
 
     many = answer_of(chain, "哪些区搞了企业代办服务？")
-    assert many["kind"] == "list_districts" and len(many["districts"]) >= 3
+    # How many districts make the list is a fitted decision (金山 and 宝山 for certain, 嘉定's
+    # 帮办 by a margin); the map must light exactly those, with their counts.
+    assert many["kind"] == "list_districts" and len(many["districts"]) >= 2
     html = districtmap.for_answer(shapes, index.cases, many)
     assert lit(html) == set(many["districts"])
     # each lit district shows its number of cited cases under its name

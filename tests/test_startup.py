@@ -42,7 +42,7 @@ def test_a_serving_process_imports_no_torch_or_openvino(index, cfg, engine, allo
     code = (
         "import json, sys\n"
         "from rag.chain import build\n"
-        "answer = build(progress=False).invoke({'question': '哪个区推出了“一楼一事办”？'})\n"
+        "answer = build(progress=False, serving=True).invoke({'question': '哪个区推出了“一楼一事办”？'})\n"
         "heavy = sorted({'torch', 'sentence_transformers', 'onnxruntime', 'openvino'} & set(sys.modules))\n"
         "print(json.dumps({'districts': answer.districts, 'heavy': heavy}, ensure_ascii=False))\n"
     )

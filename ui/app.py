@@ -307,7 +307,7 @@ def serve(host: str | None = None, port: int | None = None, share: bool = False,
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     print("正在加载索引和向量模型…", file=sys.stderr)
     try:
-        chain = build(cfg, progress=True)
+        chain = build(cfg, progress=True, serving=True)
     except IndexError_ as e:
         raise SystemExit(str(e)) from None
     build_app(chain, cfg).launch(server_name=cfg.serve_host, server_port=cfg.serve_port, share=share,
