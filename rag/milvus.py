@@ -25,16 +25,17 @@ import numpy as np
 from rag.chunking import Chunk
 from rag.config import Config
 from rag.corpus import Case
-from rag.index import Index, sentence_rows
-from rag.tokenize import STOPWORDS
+from rag.index import Index, jieba_cache, sentence_rows
+from rag.tokenize import STOPWORDS, private_dir
 
 # bm25s's defaults (method "lucene"), so both backends weigh terms alike. Milvus multiplies every
 # term by (k1 + 1), which bm25s leaves out: scores are divided by it to stay on bm25s's scale.
 BM25_K1, BM25_B = 1.5, 0.75
 HNSW = {"M": 32, "efConstruction": 200}
 PUNCTUATION = list("，。、；：？！“”‘’（）《》【】—…·,.;:?!\"'()[]<>-/")
-BATCH = 512
+BATCH = 10_000  # rows per write; a server takes up to 64 MB a request (~20k rows of 384 floats)
 MAX_TOPK = 16_384  # Milvus's limit on one search's results
+ANALYZER = "rag.analyzer"  # a collection property: the digest of the analyzer it was made with
 
 
 def document_id(case: Case) -> str:
@@ -85,8 +86,17 @@ def collection_names(model_id: str) -> tuple[str, str]:
     return f"rag_{slug}_{digest}_chunks", f"rag_{slug}_{digest}_sentences"
 
 
+def analyzer_digest(words: list[str]) -> str:
+    return hashlib.sha256(json.dumps(analyzer(words), ensure_ascii=False).encode()).hexdigest()[:16]
+
+
 def connect(cfg: Config):
+    import jieba
     from pymilvus import MilvusClient
+
+    # Lite's analyzer uses jieba's global tokenizer, which would cache its dictionary in $TMPDIR,
+    # where anyone could plant one; it goes where the local tokenizer's does.
+    jieba.dt.tmp_dir = private_dir(jieba_cache(cfg))
 
     uri = cfg.milvus_target
     if uri.startswith(("http://", "https://", "tcp://", "grpc://")):
@@ -150,10 +160,17 @@ class Store:
         return params
 
     def _ensure_collections(self) -> None:
+        """Milvus fixes a collection's analyzer when it is created: when the corpus dictionary has
+        changed (a document brought new quoted names), the collections are made again and the next
+        sync writes every document, so both backends cut text alike."""
+        digest = analyzer_digest(self.index.tokenizer.words)
         for name in (self.chunk_name, self.sentence_name):
+            if self.client.has_collection(name) and \
+                    self.client.describe_collection(name).get("properties", {}).get(ANALYZER) != digest:
+                self.client.drop_collection(name)
             if not self.client.has_collection(name):
                 self.client.create_collection(name, schema=self._schema(self.index.manifest["dim"]),
-                                              index_params=self._index_params())
+                                              index_params=self._index_params(), properties={ANALYZER: digest})
             self.client.load_collection(name)
 
     # -- documents ----------------------------------------------------------------------------
@@ -192,46 +209,47 @@ class Store:
             found.append(rows[0]["doc_id"])
 
     def sync(self, progress=lambda msg: None) -> Sync:
-        """Make Milvus hold exactly this index's documents: each changed or new one is deleted and
-        written again, each one gone is deleted, then flushed (unflushed rows are re-scanned by
-        every query). Keys are deterministic and rows are upserted, so two processes syncing the
+        """Make Milvus hold exactly this index's documents: the changed and new ones are deleted and
+        written again, the ones gone are deleted, then all is flushed (unflushed rows are re-scanned
+        by every query). Keys are deterministic and rows are upserted, so two processes syncing the
         same index at once write the same rows, not duplicates."""
         docs = self.documents()
         added, replaced, unchanged = [], [], []
         for doc, digest in sorted(docs.items()):
             held = self.held(doc)
-            if held == digest:
-                unchanged.append(doc)
-                continue
-            (added if held is None else replaced).append(doc)
-            progress(f"Milvus：写入 {doc}")
-            self.replace(doc, digest)
+            (unchanged if held == digest else added if held is None else replaced).append(doc)
         removed = self.strays(sorted(docs))
         for doc in removed:
             progress(f"Milvus：删除 {doc}")
-            self.remove(doc, flush=False)
-        if added or replaced or removed:
-            self.flush()
+        if added or replaced:
+            progress(f"Milvus：写入 {len(added) + len(replaced)} 个文档")
+        self.replace(added + replaced + removed)
         return Sync(tuple(added), tuple(replaced), tuple(removed), tuple(unchanged))
 
-    def replace(self, doc: str, digest: str) -> None:
-        """Delete the document's rows, then write its rows from the index: one step for callers."""
-        self.remove(doc, flush=False)
+    def replace(self, docs: list[str]) -> None:
+        """Delete the documents' rows, then write what the index holds of them (nothing for a
+        document it no longer has), and flush: one step for callers. The rows go in together, not
+        document by document: lite keeps BM25 statistics per segment, one segment per write."""
+        if not docs:
+            return
+        for doc in docs:
+            self.remove(doc, flush=False)
+        wanted, digests = set(docs), self.documents()
         vectors, svectors = self.vectors
-        chunk_rows = [self._row(key, i, digest, vectors[i], self.index.chunks[i].index_text,
-                                self.index.chunks[i], {"lines": list(self.index.chunks[i].lines)})
-                      for key, i in self.chunk_row.items() if document_id(self.index.chunks[i].case) == doc]
-        sentence_rows_ = []
+        chunks = [self._row(key, digests, vectors[i], self.index.chunks[i].index_text, self.index.chunks[i],
+                            {"lines": list(self.index.chunks[i].lines)})
+                  for key, i in self.chunk_row.items() if document_id(self.index.chunks[i].case) in wanted]
+        sentences = []
         for key, i in self.sentence_row.items():
-            c, pos = self.rows[i]
-            chunk = self.index.chunks[c]
-            if document_id(chunk.case) == doc:
-                s = chunk.sentences[pos]
-                sentence_rows_.append(self._row(key, i, digest, svectors[i], s.text, chunk,
-                                                {"line": s.line, "chunk": chunk_key(chunk)}))
-        for name, rows in ((self.chunk_name, chunk_rows), (self.sentence_name, sentence_rows_)):
+            chunk = self.index.chunks[self.rows[i][0]]
+            if document_id(chunk.case) in wanted:
+                s = chunk.sentences[self.rows[i][1]]
+                sentences.append(self._row(key, digests, svectors[i], s.text, chunk,
+                                           {"line": s.line, "chunk": chunk_key(chunk)}))
+        for name, rows in ((self.chunk_name, chunks), (self.sentence_name, sentences)):
             for start in range(0, len(rows), BATCH):
                 self.client.upsert(name, rows[start:start + BATCH])
+        self.flush()
 
     @cached_property
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
@@ -239,9 +257,9 @@ class Store:
         v, s = self.index.vectors, self.index.sentence_vectors
         return v.reconstruct_n(0, v.ntotal), s.reconstruct_n(0, s.ntotal)
 
-    def _row(self, key, i, digest, vector, text, chunk: Chunk, place: dict) -> dict:
+    def _row(self, key, digests, vector, text, chunk: Chunk, place: dict) -> dict:
         case = chunk.case
-        return {"id": key, "doc_id": document_id(case), "doc_hash": digest, "case_id": case.id,
+        return {"id": key, "doc_id": document_id(case), "doc_hash": digests[document_id(case)], "case_id": case.id,
                 "district": case.district or "", "year": case.year, "heading": " > ".join(chunk.section),
                 "location": {"source": case.source, **place}, "model": self.model, "text": text,
                 "dense": np.asarray(vector, dtype=np.float32).tolist()}
