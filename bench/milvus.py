@@ -9,7 +9,8 @@ real vectors perturbed (Gaussian noise, renormalised) instead of embedding N tex
 synthetic chunk carries one sentence, its first, so both levels hold N rows. The queries are the
 first dev gold questions, embedded once. Every (backend, size) runs in a fresh process, so
 `peak_rss_mb` is that process's peak: the index records, the built index and, for lite, Milvus
-embedded in it. The search step is Retriever.scores (BM25 and dense over chunks and sentences,
+embedded in it; `added_rss_mb` is what the process holds at the end beyond what it held once
+the corpus index was loaded (the synthetic index and, for lite, Milvus). The search step is Retriever.scores (BM25 and dense over chunks and sentences,
 fused), what one question costs below the answer layer; lite's candidate depth is RAG_MILVUS_DEPTH.
 
 Writes bench/results/milvus.json and milvus.md.
@@ -64,12 +65,21 @@ def synthetic(index, n: int, seed: int = 0):
                      new_faiss_index(kind, vecs), sbm25)
 
 
+def rss_mb() -> float:
+    """This process's resident memory now."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def one(backend: str, size: int, queries: Path, db: str) -> dict:
     """One measurement, in this process."""
     from rag.retrieve import Retriever
 
     cfg = Config.from_env()
     index = idx.load(cfg)
+    loaded = rss_mb()  # the records, jieba and the libraries: the same for both backends
     qs = json.loads(queries.with_suffix(".json").read_text(encoding="utf-8"))
     qv = np.load(queries)
     t = time.perf_counter()
@@ -104,6 +114,7 @@ def one(backend: str, size: int, queries: Path, db: str) -> dict:
     lat.sort()
     result |= {"search_p50_ms": round(lat[len(lat) // 2], 1), "search_p95_ms": round(lat[int(len(lat) * 0.95)], 1),
                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+               "added_rss_mb": round(rss_mb() - loaded),
                "queries": len(lat), "depth": cfg.milvus_depth if store else "all"}
     return result
 
@@ -144,10 +155,10 @@ def main() -> int:
     (args.out / "milvus.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2), encoding="utf-8")
     lines = [f"# Local against milvus-lite ({meta['cpus']} cores, load {meta['load']}, {meta['at']})", "",
              "`python bench/milvus.py`: one process per row; search = Retriever.scores for one question.", "",
-             "| backend | size | chunks | sentences | ingest s | search p50 ms | p95 ms | peak RSS MB | depth |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| backend | size | chunks | sentences | ingest s | search p50 ms | p95 ms | peak RSS MB | added RSS MB | depth |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['backend']} | {r['size']} | {r['chunks']} | {r['sentences']} | {r['ingest_s']} | "
-              f"{r['search_p50_ms']} | {r['search_p95_ms']} | {r['peak_rss_mb']} | {r['depth']} |" for r in rows]
+              f"{r['search_p50_ms']} | {r['search_p95_ms']} | {r['peak_rss_mb']} | {r['added_rss_mb']} | {r['depth']} |" for r in rows]
     (args.out / "milvus.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
     return 0
