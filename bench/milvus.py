@@ -75,7 +75,7 @@ def rss_mb() -> float:
 
 def one(backend: str, size: int, queries: Path, db: str) -> dict:
     """One measurement, in this process."""
-    from rag.retrieve import Retriever
+    from rag.retrieve import CANDIDATES, FULL_RANK_MAX, Retriever
 
     cfg = Config.from_env()
     index = idx.load(cfg)
@@ -115,7 +115,8 @@ def one(backend: str, size: int, queries: Path, db: str) -> dict:
     result |= {"search_p50_ms": round(lat[len(lat) // 2], 1), "search_p95_ms": round(lat[int(len(lat) * 0.95)], 1),
                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                "added_rss_mb": round(rss_mb() - loaded),
-               "queries": len(lat), "depth": cfg.milvus_depth if store else "all"}
+               "queries": len(lat),
+               "depth": cfg.milvus_depth if store else "all" if len(index.chunks) <= FULL_RANK_MAX else CANDIDATES}
     return result
 
 
