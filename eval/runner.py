@@ -73,7 +73,7 @@ def build_systems(cfg: Config, modes, chain: AnswerChain, progress: bool = True)
 
             systems[mode] = LangChainBaseline(cfg, base.embedder, base.index.cases, progress)
         else:
-            retriever = Retriever(base.index, base.embedder, cfg, *CHAIN_MODES[mode])
+            retriever = Retriever(base.index, base.embedder, cfg, *CHAIN_MODES[mode], store=base.store)
             systems[mode] = ChainSystem(mode, AnswerChain(Answerer(retriever), cfg, chain.llm))
     return systems
 

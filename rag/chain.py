@@ -184,9 +184,14 @@ def build(cfg: Config | None = None, progress: bool = True, mode: str = "hybrid"
     idx = index_mod.ensure(cfg, embedder, progress=progress)
     if serving:
         embedder.upgrade_queries()
+    store = None
+    if cfg.store == "milvus":
+        from rag.milvus import open_store
+
+        store = open_store(cfg, idx, progress)
     llm = None
     if cfg.llm_base_url and cfg.llm_model:
         from rag.llm import chat_model
 
         llm = chat_model(cfg)
-    return AnswerChain(Answerer(Retriever(idx, ShortQuery(embedder), cfg, mode, steer)), cfg, llm)
+    return AnswerChain(Answerer(Retriever(idx, ShortQuery(embedder), cfg, mode, steer, store)), cfg, llm)

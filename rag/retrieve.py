@@ -78,7 +78,7 @@ class Retriever:
     question asks about put matching cases first. The eval switches both off for its ablation."""
 
     def __init__(self, index: Index, embedder, cfg: Config | None = None, mode: str = "hybrid",
-                 steer: bool = True):
+                 steer: bool = True, store=None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
         self.index = index
@@ -86,6 +86,8 @@ class Retriever:
         self.cfg = cfg or Config.from_env()
         self.mode = mode
         self.steer = steer
+        # A rag.milvus.Store searches in Milvus instead of the index's FAISS and bm25s.
+        self.store = store
         self.rows = sentence_rows(index.chunks)
         self.chunks_by_case: dict[str, list[Chunk]] = {}
         for chunk in index.chunks:
@@ -137,13 +139,16 @@ class Retriever:
     def _compute(self, text: str) -> Scores:
         lexical, semantic = self.mode in ("hybrid", "bm25"), self.mode in ("hybrid", "dense")
         idx, n_c, n_s = self.index, len(self.index.chunks), len(self.rows)
-        # One tokenisation and one query vector serve the chunks and the sentences.
-        tokens = self.tokens(text) if lexical else None
+        # One query vector (and one tokenisation) serve the chunks and the sentences.
         q = self.query_vector(text) if semantic else None
-        cb = self.bm25_scores(tokens, idx.bm25, n_c) if lexical else None
-        cd = self.dense_scores(q, idx.vectors, n_c) if semantic else None
-        sb = self.bm25_scores(tokens, idx.sentence_bm25, n_s) if lexical else None
-        sd = self.dense_scores(q, idx.sentence_vectors, n_s) if semantic else None
+        if self.store is not None:  # Milvus tokenises with its own analyzer, the same dictionary
+            cb, cd, sb, sd = self.store.search(text if lexical else None, q, self.cfg.milvus_depth)
+        else:
+            tokens = self.tokens(text) if lexical else None
+            cb = self.bm25_scores(tokens, idx.bm25, n_c) if lexical else None
+            cd = self.dense_scores(q, idx.vectors, n_c) if semantic else None
+            sb = self.bm25_scores(tokens, idx.sentence_bm25, n_s) if lexical else None
+            sd = self.dense_scores(q, idx.sentence_vectors, n_s) if semantic else None
         return Scores(cb, cd, self.fuse(cb, cd), sb, sd, self.fuse(sb, sd))
 
     def search(self, query: Query | str, k: int | None = None, filters: Filters | None = None) -> list[Hit]:

@@ -5,8 +5,9 @@ from rag.retrieve import Filters, Retriever, as_langchain
 
 
 @pytest.fixture(scope="module")
-def retriever(chain):
-    return chain.answerer.retriever
+def retriever(backend):
+    """Every test here runs on each backend (conftest.backend): local, milvus-lite, a Milvus server."""
+    return backend
 
 
 @pytest.mark.parametrize("question,case_id", [
@@ -48,7 +49,7 @@ def test_explicit_filter_overrides_the_question(retriever):
 
 @pytest.mark.parametrize("mode", ["bm25", "dense", "hybrid"])
 def test_each_mode_finds_a_named_programme(index, retriever, mode):
-    r = Retriever(index, retriever.embedder, retriever.cfg, mode=mode, steer=False)
+    r = Retriever(index, retriever.embedder, retriever.cfg, mode=mode, steer=False, store=retriever.store)
     assert r.search("“政银通”服务", k=3)[0].case.id == "2019-05"
 
 
