@@ -99,3 +99,35 @@ def test_the_tab_and_uploads_exist_only_with_a_login_and_an_admin(chain, cfg, ad
         assert "文档" not in tab_labels(demo) and demo.upload_limit == 0
     demo = build_app(admin[1], admin[0])
     assert "文档" in tab_labels(demo) and demo.upload_limit == MAX_FILE_BYTES
+
+
+@pytest.mark.browser
+def test_in_the_browser_the_admin_sees_the_tab_uploads_and_the_chat_cites_the_file(admin, tmp_path):
+    from playwright.sync_api import sync_playwright
+    from test_ui import CHROMIUM, CHROMIUM_ARGS, ask, shot
+
+    from conftest import chat_server
+
+    cfg, chain = admin
+    report = tmp_path / "jinshan-2024.md"
+    report.write_text("# 上海市金山区2024年营商环境报告\n\n## 一、主要做法\n\n"
+                      "金山区在湾区科创中心推出“湾区快办”专窗，企业登记、许可、社保一窗办结。\n", encoding="utf-8")
+    with chat_server(chain, cfg, auth=("boss", "pw")) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000}, locale="zh-CN")
+        page.set_default_timeout(120_000)
+        page.goto(url)
+        page.fill("input[type=text]", "boss")
+        page.fill("input[type=password]", "pw")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#question textarea")
+        page.get_by_role("tab", name="文档").click()
+        page.wait_for_function("document.querySelector('#documents-table').innerText.includes('xuhui-plan')")
+        page.set_input_files("#documents-upload input[type=file]", str(report))
+        page.wait_for_function("document.querySelector('#documents-status textarea').value.includes('+1 文件')")
+        assert "jinshan-2024" in page.inner_text("#documents-table")
+        shot(page, "20-documents-tab")
+        page.get_by_role("tab", name="问答").click()
+        sources = ask(page, "哪个区推出了“湾区快办”专窗？").locator(".sources").inner_text()
+        assert "jinshan-2024.md 第" in sources
+        browser.close()
