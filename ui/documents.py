@@ -9,6 +9,7 @@ them checks the login again on the server. A change goes through rag.ingest, as 
 from __future__ import annotations
 
 import logging
+from html import escape
 from pathlib import Path
 
 import gradio as gr
@@ -66,7 +67,8 @@ class Documents:
         if not doc_id:
             raise gr.Error("请先选择要删除的文档。", print_exception=False)
         if not confirmed:
-            raise gr.Error(f"请先勾选“确认删除”：{doc_id} 删除后不会再被检索或引用。", print_exception=False)
+            # The page shows an error's message as HTML.
+            raise gr.Error(f"请先勾选“确认删除”：{escape(doc_id)} 删除后不会再被检索或引用。", print_exception=False)
         said = self.run(lambda say: remove(self.cfg, [doc_id], say=say, **self.quiet()), progress)
         return said, *self.table(), False
 
