@@ -15,7 +15,7 @@ from rag.answer import Answer, Answerer
 from rag.config import Config, ConfigError
 from rag.corpus import location
 from rag.question import EMPTY, INVISIBLE, BadQuestion, clean, cut, parse
-from rag.retrieve import Filters
+from rag.retrieve import Filters, Retriever
 
 __all__ = ["AnswerChain", "BadQuestion", "ShortQuery", "budget", "build", "check_input"]
 
@@ -147,23 +147,34 @@ class AnswerChain(Runnable):
 
     def stream(self, input, config: RunnableConfig | None = None, **kwargs) -> Iterator[str | Answer]:
         raw, query, filters = self._prepare(input)
+        answerer = self.answerer  # once: an index swapped in by use() meanwhile is for the next question
         if query.note:
             yield f"（{query.note}）\n"
-        grounded = self.answerer.answer(query, filters)
+        grounded = answerer.answer(query, filters)
         if self.llm is not None and grounded.answerable:
             from rag.llm import generate
 
-            answer = yield from generate(self.llm, query.text, grounded, self.answerer)
+            answer = yield from generate(self.llm, query.text, grounded, answerer)
         else:
             answer = grounded
             for line in answer.answer.split("\n"):
                 yield line + "\n"
         answer.question = raw
-        answer.citations = [replace(c, location=location(self.cfg.seeds, c.source, c.lines[0]))
+        seeds = answerer.retriever.cfg.seeds  # the documents that index was built from
+        answer.citations = [replace(c, location=location(seeds, c.source, c.lines[0]))
                             for c in answer.citations]
         if query.note:
             answer.answer = f"（{query.note}）\n{answer.answer}"
         yield answer
+
+    def use(self, index) -> None:
+        """Answer from `index` (the one an ingest or a removal returns) from now on, without a
+        restart. The new Answerer is complete before it replaces the old one in a single assignment,
+        so every question runs wholly on one index or the other."""
+        old = self.answerer.retriever
+        # After the first ingest the documents live in the store, no longer in the bundled seeds.
+        cfg = replace(old.cfg, seeds=old.cfg.documents)
+        self.answerer = Answerer(Retriever(index, old.embedder, cfg, old.mode, old.steer), self.answerer.decisions)
 
 
 def build(cfg: Config | None = None, progress: bool = True, mode: str = "hybrid",
@@ -172,7 +183,6 @@ def build(cfg: Config | None = None, progress: bool = True, mode: str = "hybrid"
     `mode` and `steer` are the Retriever's; the eval's ablation varies them. `serving`: the
     process will answer many questions, so the faster query engine starts in the background."""
     from rag import index as index_mod
-    from rag.retrieve import Retriever
 
     cfg = cfg or Config.from_env()
     embedder = index_mod.load_embedder(cfg)

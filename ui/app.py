@@ -22,12 +22,14 @@ import gradio as gr
 from rag.answer import Answer
 from rag.chain import AnswerChain, BadQuestion
 from rag.config import Config, ConfigError
+from rag.documents import MAX_FILE_BYTES
 from rag.feedback import FeedbackStore, index_version
 from rag.question import EMPTY, clean
 from rag.index import IndexError_
 from ui import atlas, feedback
 from ui import copy as copymd
 from ui import map as districtmap
+from ui.documents import Documents, is_admin
 from ui.render import Renderer
 from ui.style import CSS, theme
 
@@ -54,14 +56,17 @@ class ChatBlocks(gr.Blocks):
     """Blocks that bring their own theme and stylesheet to launch() (Gradio 6 takes them there,
     not in the constructor), whoever launches them: serve(), the tests, a notebook."""
 
+    # Gradio's upload route takes files from anyone who may see the page, whether or not a
+    # component asks for them: 0 bytes refuses them all. build_app raises it to the ingest's own
+    # limit when the page has the admin's 文档 tab.
+    upload_limit = 0
+
     def launch(self, *args, **kwargs):
         kwargs.setdefault("theme", theme())
         kwargs.setdefault("css", CSS + copymd.CSS)
         kwargs.setdefault("head", copymd.HEAD)
         kwargs.setdefault("footer_links", ["api", "settings"])
-        # The chat has no upload component, yet Gradio's upload route took 30 MB from anyone. 0 bytes
-        # refuses every upload; ingest will bring its own, admin-only, with a limit of its own.
-        kwargs.setdefault("max_file_size", 0)
+        kwargs.setdefault("max_file_size", self.upload_limit)
         # Gradio keeps every session's inputs, and each API call is a session of its own: at its
         # default 10,000 the server grew from 267 to 1,060 MB in 10 minutes of load (1 MB history
         # items included). The least recently used go first, so open chats keep theirs.
@@ -118,10 +123,6 @@ def settings_html(chain: AnswerChain, cfg: Config, admin: bool = False) -> str:
     return f'<table class="settings">{body}</table>'
 
 
-def is_admin(request: gr.Request | None, cfg: Config) -> bool:
-    return bool(cfg.admin and cfg.auth and request is not None and request.username == cfg.admin)
-
-
 def turn_record(question: str, history: list, answer: Answer) -> dict:
     """What the map and the feedback keep of one shown answer: the question, the turns before it
     and the Answer JSON (which carries the cases it was drawn from)."""
@@ -152,8 +153,19 @@ def failure(e: Exception, question, cfg: Config) -> gr.Error:
 # -- the app ---------------------------------------------------------------------------------
 def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
     cases = chain.answerer.retriever.index.cases
-    render = Renderer(cases, cfg.seeds)
     shapes = districtmap.shapes_for(cfg.home)
+    admin_tab = bool(cfg.auth and cfg.admin)
+
+    def now() -> tuple[dict, object]:
+        """The cases the chain answers from and their folder, read per use: the 文档 tab swaps in
+        a new index while the server runs."""
+        retriever = chain.answerer.retriever
+        return retriever.index.cases, retriever.cfg.seeds
+
+    def filter_choices():
+        cases_now = now()[0]
+        return (gr.Dropdown(choices=district_choices(cases_now)), gr.Dropdown(choices=year_choices(cases_now)),
+                gr.Dropdown(choices=document_choices(cases_now)))
 
     def chain_input(question, history, districts, years, documents=None) -> dict:
         # Passed as they came: the chain checks their shape and says what is wrong.
@@ -164,6 +176,7 @@ def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
                 turns: dict) -> Iterator[tuple]:
         """Streams one turn into the chat; `history` keeps the text and case ids the chain reads,
         `turns` each shown answer's record (for the map and the feedback), by its message index."""
+        render = Renderer(*now())
         try:
             # The chain's own check, made before the question enters the transcript.
             if not clean(question, cfg.max_question_chars)[0]:
@@ -240,12 +253,14 @@ def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
                                    index_version(chain.answerer.retriever.index.manifest), with_login=bool(cfg.auth))
             with gr.Tab("案例地图", id="atlas-tab") as atlas_tab:
                 atlas.build(cases, cfg.seeds, shapes, atlas_tab)
+            if admin_tab:
+                changes = Documents(chain, cfg).build(demo)
         with gr.Accordion("设置与索引信息", open=False):
             settings = gr.HTML(settings_html(chain, cfg))
 
         def show_on_map(turns_now: dict, chosen: list) -> str:
             last = turns_now[max(turns_now)]["answer"] if turns_now else None
-            return districtmap.for_answer(shapes, cases, last, chosen or [])
+            return districtmap.for_answer(shapes, now()[0], last, chosen or [])
 
         def filter_by_click(chosen: list, evt: gr.EventData):
             # One click: only that district; a second click on it: all districts again.
@@ -260,10 +275,17 @@ def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
             asked.then(show_on_map, [turns, districts], [answer_map], api_visibility="private")
         answer_map.click(filter_by_click, [districts], [districts], api_visibility="private")
         districts.change(show_on_map, [turns, districts], [answer_map], api_visibility="private")
-        chatbot.clear(lambda chosen: ([], {}, districtmap.for_answer(shapes, cases, None, chosen or [])),
+        chatbot.clear(lambda chosen: ([], {}, districtmap.for_answer(shapes, now()[0], None, chosen or [])),
                       [districts], [history, turns, answer_map], api_visibility="private")
         gr.api(ask, api_name="ask", concurrency_limit=CONCURRENCY)
         demo.load(settings_for, outputs=[settings], api_visibility="private")
+        if admin_tab:
+            demo.upload_limit = MAX_FILE_BYTES
+            # The documents may have changed since the page was built: every page gets today's filters.
+            filters = dict(fn=filter_choices, outputs=[districts, years, documents], api_visibility="private")
+            demo.load(**filters)
+            for change in changes:
+                change.then(**filters)
     return demo
 
 
