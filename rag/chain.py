@@ -174,7 +174,13 @@ class AnswerChain(Runnable):
         old = self.answerer.retriever
         # After the first ingest the documents live in the store, no longer in the bundled seeds.
         cfg = replace(old.cfg, seeds=old.cfg.documents)
-        self.answerer = Answerer(Retriever(index, old.embedder, cfg, old.mode, old.steer), self.answerer.decisions)
+        store = None
+        if old.store is not None:  # synced by the ingest itself; this finds nothing left to do
+            from rag.milvus import open_store
+
+            store = open_store(cfg, index, progress=False)
+        self.answerer = Answerer(Retriever(index, old.embedder, cfg, old.mode, old.steer, store),
+                                 self.answerer.decisions)
 
 
 def build(cfg: Config | None = None, progress: bool = True, mode: str = "hybrid",

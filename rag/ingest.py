@@ -258,6 +258,11 @@ def commit(cfg: Config, root: Path, tmp: Path, documents: list[dict], change: Ch
         store.rename(old)
     tmp.rename(store)
     shutil.rmtree(old, ignore_errors=True)
+    if cfg.store == "milvus":
+        # Every replica reads Milvus: the changed documents go there now, not at the next start.
+        from rag.milvus import open_store
+
+        open_store(cfg, built, progress)
     change = replace(change, cases=after[0] - before[0], chunks=after[1] - before[1], index=built)
     say(change.summary())
     return change

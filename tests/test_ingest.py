@@ -176,6 +176,23 @@ def test_a_removed_document_is_never_cited_again(home):
     assert not (home.documents / "xuhui-plan.txt").exists()
 
 
+def test_a_removal_reaches_milvus_at_once(home, tmp_path):
+    """With RAG_STORE=milvus the removal itself empties Milvus of the document, for every replica
+    that reads it, and a chain on that store never cites it."""
+    from rag.chain import build
+    from rag.milvus import Store
+
+    c = replace(home, store="milvus", milvus_uri=str(tmp_path / "rag.db"))
+    chain = build(c, progress=False)  # syncs the documents into milvus-lite
+    store = chain.answerer.retriever.store
+    assert store.count("xuhui-plan") > 0
+    change = remove(c, ["xuhui-plan"], say=quiet, progress=False)
+    assert Store(c, change.index).count("xuhui-plan") == 0
+    chain.use(change.index)
+    cited = chain.invoke({"question": SIGNATURE}).citations
+    assert chain.answerer.retriever.store is not None and not [x for x in cited if x.case_id == "xuhui-plan"]
+
+
 def test_a_killed_ingest_leaves_the_previous_index_answering(home, tmp_path):
     from rag.chain import build
 
