@@ -74,7 +74,7 @@ def test_list_question_lights_every_district_with_its_case_count(page, chain):
     want = chain.invoke(question)
     ask(page, question)
     wait_lit(page, set(want.districts))
-    assert len(want.districts) >= 3
+    assert len(want.districts) >= 2  # how many is a fitted decision; the map lights exactly those
     for d in want.districts:
         n = len({c.case_id for c in want.citations if c.district == d})
         label = page.locator("#answer-map text", has_text=d.removesuffix("区"))

@@ -25,7 +25,7 @@ def launched(monkeypatch):
     import ui.app
 
     seen = {}
-    monkeypatch.setattr(rag.chain, "build", lambda cfg, progress: None)
+    monkeypatch.setattr(rag.chain, "build", lambda cfg, progress, **kw: None)
     monkeypatch.setattr(ui.app, "build_app", lambda chain, cfg: SimpleNamespace(launch=seen.update))
     monkeypatch.setattr(ui.app, "check_bindable", lambda host, port: None)  # nothing is bound here
     for name in ("RAG_SERVE_HOST", "RAG_SERVE_PORT", "RAG_AUTH", "GRADIO_SERVER_NAME"):

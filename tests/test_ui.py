@@ -320,7 +320,7 @@ def test_serve_reads_the_environment_and_warns_when_open(monkeypatch, capsys):
     import ui.app
 
     launched = {}
-    monkeypatch.setattr(rag.chain, "build", lambda cfg, progress: None)
+    monkeypatch.setattr(rag.chain, "build", lambda cfg, progress, **kw: None)
     monkeypatch.setattr(ui.app, "build_app", lambda chain, cfg: SimpleNamespace(launch=launched.update))
     monkeypatch.setattr(ui.app, "check_bindable", lambda host, port: None)  # 7999 may be someone's
     monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
