@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from rag.corpus import Case, clean, heading_level, read_lines
+from rag.corpus import Case, case_lines, heading_level
 
 SENTENCE_END = re.compile(r"(?<=[。！？；!?;])")
 SOFT_BREAK = re.compile(r"(?<=[，、：,:])")
@@ -88,10 +88,8 @@ def split_sentences(text: str, max_chars: int) -> list[str]:
 
 def case_sentences(case: Case, seeds: Path, max_chars: int) -> list[tuple[tuple[str, ...], Sentence]]:
     """Every sentence of a case with the heading path of the section it sits in."""
-    lines = read_lines(seeds / case.source)
     out = []
-    for n in range(case.lines[0], case.lines[1] + 1):
-        text = clean(lines[n - 1])
+    for n, text in case_lines(case, seeds):
         if not text:
             continue
         path = section_path(case, n)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Iterator
 from difflib import SequenceMatcher
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -422,7 +423,13 @@ def _manifest_at(path: Path, *identity) -> tuple[dict, ...]:
     return tuple(json.loads(path.read_text(encoding="utf-8")).get("documents", ()))
 
 
+def case_lines(case: Case, seeds: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) for every line of the case's span, artefacts removed."""
+    lines = read_lines(seeds / case.source)
+    for n in range(case.lines[0], case.lines[1] + 1):
+        yield n, clean(lines[n - 1])
+
+
 def case_text(case: Case, seeds: Path) -> str:
     """The case's source lines, artefacts removed, one line per line."""
-    lines = read_lines(seeds / case.source)
-    return "\n".join(clean(lines[n - 1]) for n in range(case.lines[0], case.lines[1] + 1))
+    return "\n".join(text for _, text in case_lines(case, seeds))

@@ -14,7 +14,7 @@ from pathlib import Path
 import gradio as gr
 
 from rag.answer import NO_DISTRICT
-from rag.corpus import Case, clean, heading_level, read_lines
+from rag.corpus import Case, case_lines, heading_level
 from ui import map as districtmap
 
 ALL = "全部"
@@ -54,10 +54,8 @@ def cases_of(cases: dict[str, Case], collection: str, district: str) -> list[Cas
 
 def case_html(case: Case, seeds: Path) -> str:
     """The case's lines as written, headings (一、/（一）/1、) set apart by level, each line numbered."""
-    lines = read_lines(seeds / case.source)
     rows = []
-    for n in range(case.lines[0], case.lines[1] + 1):
-        text = clean(lines[n - 1])
+    for n, text in case_lines(case, seeds):
         if not text:
             continue
         level = heading_level(text)
