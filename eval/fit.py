@@ -143,22 +143,15 @@ def fit_all(rows: dict[str, list[dict]], train: set[str]) -> Decisions:
     models = {}
     for name, (balanced, choose) in specs.items():
         model = fit(part(name), balanced=balanced)
-        models[name] = with_threshold(model, choose(Scored(out_of_fold(part(name), balanced)), part(name)))
+        p = out_of_fold(part(name), balanced)
+        models[name] = with_threshold(model, choose(lambda x, p=p: p[id(x)], part(name)))
     s = fit(part("sentence"), balanced=True)
     return Decisions(models["answerable"], models["member"], models["premise"], s, {})
 
 
-class Scored:
-    """Out-of-fold probabilities, keyed by row, in the shape the threshold choosers call."""
-
-    def __init__(self, p: dict[int, float]):
-        self.p = p
-
-    def __call__(self, x: dict) -> float:
-        return self.p[id(x)]
-
-
 def out_of_fold(rows: list[dict], balanced: bool, seed: int = 0) -> dict[int, float]:
+    """Each row's probability from a model fitted without its paraphrase group, keyed by the id
+    of its features, as the threshold choosers look rows up."""
     groups = sorted({r["group"] for r in rows})
     random.Random(seed).shuffle(groups)
     fold_of = {g: i % FOLDS for i, g in enumerate(groups)}

@@ -210,13 +210,14 @@ class Answerer:
         own name is in every sentence, the detail asked about in one."""
         terms = self.terms(text)
         evidence = self.retriever.case_evidence(case.id, text)
-        held = {t: sum(t in e.sentence.text.lower() for e in evidence) / len(evidence) for t in terms} if evidence else {}
+        lowered = [e.sentence.text.lower() for e in evidence]
+        held = {t: sum(t in s for s in lowered) / len(lowered) for t in terms} if lowered else {}
         local = {t: w * (1 - held.get(t, 0.0)) for t, w in terms.items()}
         out = []
-        for e in evidence:
+        for e, low in zip(evidence, lowered):
             s = e.sentence.text
             out.append(({"fused": e.score * 100, "dense": e.dense, "bm25": math.log1p(max(e.bm25, 0.0)),
-                         "coverage": self.coverage(terms, s), "local": self.coverage(local, s),
+                         "coverage": self.coverage(terms, low), "local": self.coverage(local, low),
                          "heading": float(e.sentence.heading),
                          "figure": float(bool(query.figures or query.kind == "fact_number") and bool(NUMBER.search(s))),
                          "unit": float(any(re.search(FIGURE + re.escape(u), s) for u in query.figures)),

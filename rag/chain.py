@@ -14,6 +14,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from rag.answer import Answer, Answerer
 from rag.config import Config, ConfigError
 from rag.corpus import location
+from rag.milvus import open_store
 from rag.question import EMPTY, INVISIBLE, BadQuestion, clean, cut, parse
 from rag.retrieve import Filters, Retriever
 
@@ -174,11 +175,7 @@ class AnswerChain(Runnable):
         old = self.answerer.retriever
         # After the first ingest the documents live in the store, no longer in the bundled seeds.
         cfg = replace(old.cfg, seeds=old.cfg.documents)
-        store = None
-        if old.store is not None:  # synced by the ingest itself; this finds nothing left to do
-            from rag.milvus import open_store
-
-            store = open_store(cfg, index, progress=False)
+        store = open_store(cfg, index, progress=False)  # synced by the ingest: finds nothing to do
         self.answerer = Answerer(Retriever(index, old.embedder, cfg, old.mode, old.steer, store),
                                  self.answerer.decisions)
 
@@ -200,11 +197,7 @@ def build(cfg: Config | None = None, progress: bool = True, mode: str = "hybrid"
     idx = index_mod.ensure(cfg, embedder, progress=progress)
     if serving:
         embedder.upgrade_queries()
-    store = None
-    if cfg.store == "milvus":
-        from rag.milvus import open_store
-
-        store = open_store(cfg, idx, progress)
+    store = open_store(cfg, idx, progress)
     llm = None
     if cfg.llm_base_url and cfg.llm_model:
         from rag.llm import chat_model

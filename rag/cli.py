@@ -143,13 +143,12 @@ def index(rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild even if
         built = idx.build(cfg, progress=True)
     else:
         built = idx.ensure(cfg, progress=True)
-    if cfg.store == "milvus":
-        from rag.milvus import open_store
+    from rag.milvus import open_store
 
-        try:
-            open_store(cfg, built, progress=True)
-        except ConfigError as e:
-            fail(str(e), 2)
+    try:
+        open_store(cfg, built, progress=True)  # RAG_STORE=milvus: synced with the new index
+    except ConfigError as e:
+        fail(str(e), 2)
     m = built.manifest
     if as_json:
         emit_json(m)

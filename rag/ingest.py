@@ -32,6 +32,7 @@ from rag.chunking import chunk_cases
 from rag.config import Config
 from rag.corpus import CorpusError, describe, load_cases, load_manifest, where_file
 from rag.documents import CONVERTIBLE, KINDS, DocumentError, parse
+from rag.milvus import open_store
 
 
 @dataclass(frozen=True)
@@ -258,11 +259,8 @@ def commit(cfg: Config, root: Path, tmp: Path, documents: list[dict], change: Ch
         store.rename(old)
     tmp.rename(store)
     shutil.rmtree(old, ignore_errors=True)
-    if cfg.store == "milvus":
-        # Every replica reads Milvus: the changed documents go there now, not at the next start.
-        from rag.milvus import open_store
-
-        open_store(cfg, built, progress)
+    # Where every replica reads Milvus, the changed documents go there now, not at the next start.
+    open_store(cfg, built, progress)
     change = replace(change, cases=after[0] - before[0], chunks=after[1] - before[1], index=built)
     say(change.summary())
     return change

@@ -305,12 +305,15 @@ class Store:
         return [(keys[h["id"]], h["distance"]) for h in res[0] if h["id"] in keys]
 
 
-def open_store(cfg: Config, index: Index, progress: bool = True) -> Store:
-    """The Store for `index`, synced. A missing extra or an unreachable server is a ConfigError."""
+def open_store(cfg: Config, index: Index, progress: bool = True) -> Store | None:
+    """The Store for `index`, synced, where RAG_STORE=milvus; None where the search stays on the
+    local index. A missing extra or an unreachable server is a ConfigError."""
     import sys
 
     from rag.config import ConfigError
 
+    if cfg.store != "milvus":
+        return None
     try:
         import pymilvus  # noqa: F401
     except ImportError:

@@ -284,11 +284,11 @@ def unquoted(text: str) -> str:
     return QUOTED.sub(lambda m: "＿" * len(m.group(0)), text)
 
 
-def topic(text: str, places_in: str | None = None) -> str:
-    """The question without the districts and places it names (found in `places_in`, the text
-    itself by default, at the same positions): what it is about."""
+def topic(text: str, mentions: list[tuple[int, str, str]]) -> str:
+    """The question without the districts and places it names (`mentions`: place_mentions of its
+    unquoted form, at the same positions): what it is about."""
     out = text
-    for pos, word, _ in sorted(place_mentions(places_in or text), key=lambda m: -m[0]):
+    for pos, word, _ in sorted(mentions, key=lambda m: -m[0]):
         out = out[:pos] + " " + out[pos + len(word):]
     return re.sub(r"\s+", " ", out).strip()
 
@@ -319,19 +319,21 @@ def _parse_one(raw: str, note: str = "") -> Query:
     lang = language(raw)
     text = normalise(from_english(raw) if lang == "en" else raw)
     kind = detect_kind(text)
-    asked, passing = places(unquoted(text))
+    bare = unquoted(text)
+    mentions = place_mentions(bare)
+    asked, passing = places(bare)
     if kind == "which_district":
         # Who asks which district did something does not know it: a district the question names
         # is where the asker or a friend is ("朋友在金山…，哪个区有早餐圆桌"), not the answer's filter.
         asked, passing = (), tuple(dict.fromkeys(passing + asked))
-    named = tuple(d for _, word, d in place_mentions(unquoted(text)) if d in asked and _district_name(word, d))
+    named = tuple(d for _, word, d in mentions if d in asked and _district_name(word, d))
     years = tuple(int(y) for y in YEAR.findall(text))
     wants = next((w for w, p in WANTS if p.search(text.lower())), "")
     return Query(raw=raw, text=text, language=lang, kind=kind, districts=asked,
                  named=tuple(dict.fromkeys(named)),
                  mentioned=passing, elsewhere=elsewhere(text), years=years, collection=collection(text),
                  figures=figures(text), asks=tuple(a for a, p in ASKS if p.search(text.lower())), quoted=tuple(dict.fromkeys(m.group(1).strip() for m in QUOTED.finditer(text))),
-                 wants=wants, topic=topic(text, unquoted(text)), rest=without_collection(text), note=note)
+                 wants=wants, topic=topic(text, mentions), rest=without_collection(text), note=note)
 
 
 def names_a_kind(text: str) -> bool:
