@@ -31,6 +31,10 @@ WEAK = "材料中最接近的内容是："
 LEANS = re.compile(r"^(同时|此外|另外|其中|并且|而且|对此|为此|据此|该|这|此|上述|以上|通过这)")
 NUMBER = re.compile(r"\d|[一二两三四五六七八九十百千万]+[天个项家年月次%名户件笔条]")
 FIGURE = r"(?:\d[\d.,，]*|[一二两三四五六七八九十百千万]+)\s*(?:多|余|近)?"
+# How a text counts what a question counts in another measure word: "多少家企业" → "1.5万户".
+UNITS = {"天": ("天", "个工作日"), "工作日": ("个工作日", "工作日", "天"), "小时": ("小时", "个小时"),
+         "家": ("家", "户"), "户": ("户", "家"), "人": ("人", "名", "位"), "名": ("名", "人", "位"),
+         "个": ("个", "项", "处", "家", "座"), "项": ("项", "个", "条"), "次": ("次", "件"), "件": ("件", "次")}
 # What a sentence holding each kind of fact looks like (rag.question.ASKS names the kinds).
 SHAPES = {
     "phone": re.compile(r"\d{3,4}-?\d{7,8}|\d{5,}|热线"),
@@ -88,6 +92,12 @@ class Answer:
                 "kind": self.kind, "related": self.related, "mode": self.mode, "case_ids": self.case_ids,
                 "evidence": self.evidence, "confidence": round(self.confidence, 4),
                 "correction": self.correction}
+
+
+def counted_in(query: Query) -> str:
+    """A pattern for the measure words a figure the question asks for may stand in ("" for none)."""
+    units = dict.fromkeys(w for u in query.figures for w in UNITS.get(u, (u,)))
+    return f"(?:{'|'.join(map(re.escape, units))})" if units else ""
 
 
 def line_span(lines: tuple[int, int] | list[int]) -> str:
@@ -148,6 +158,8 @@ class Answerer:
         self.unknown_idf = math.log(1 + n)
         self.by_case = retriever.chunks_by_case
         self.case_text = {cid: "\n".join(c.text for c in chunks).lower() for cid, chunks in self.by_case.items()}
+        self.case_sentences = {cid: list(dict.fromkeys(s.text.lower() for c in chunks for s in c.sentences))
+                               for cid, chunks in self.by_case.items()}
         self.collections = {c.year for c in index.cases.values() if c.kind == "case_collection"}
         self.titles = {c.id: re.sub(r"\s+", "", c.title) for c in index.cases.values()}
         # One search text is weighed for every candidate case and every sentence: tokenise it once.
@@ -194,25 +206,44 @@ class Answerer:
             "unknown": sum(w for t, w in terms.items() if t not in self.idf) / total,
             # The rarest thing asked that the case never mentions ("电话", "升级版", "奖金").
             "missing_rarest": max((w for t, w in terms.items() if t not in case_text), default=0.0) / self.unknown_idf,
-            "figure_missing": float(bool(query.figures) and not any(
-                re.search(FIGURE + re.escape(u), e.sentence.text) for u in query.figures for e in hit.sentences[:8])),
-            # The question asks for a phone number, a date, an amount… and no good sentence has one.
-            "shape_missing": float(any(not any(SHAPES[a].search(e.sentence.text) for e in hit.sentences[:8])
-                                       for a in query.asks)),
+            # The question asks for a figure, a phone number, a date…: how well the case's best
+            # sentence that holds one carries what the question is about, against its best sentence.
+            **self.slot(query, hit.case.id, terms),
             "terms": math.log1p(sum(terms.values())),
             "elsewhere": float(bool(query.elsewhere)),
             "english": float(query.language == "en"),
         }
 
+    @staticmethod
+    def local(terms: dict[str, float], sentences: list[str]) -> dict[str, float]:
+        """The terms weighed by how few of the sentences hold them: a case's own name is in every
+        sentence, the detail asked about in one."""
+        if not sentences:
+            return terms
+        return {t: w * (1 - sum(t in s for s in sentences) / len(sentences)) for t, w in terms.items()}
+
+    def slot(self, query: Query, case_id: str, terms: dict[str, float]) -> dict[str, float]:
+        if not (query.figures or query.asks):
+            return {"slot_absent": 0.0, "slot_gap": 0.0}
+        units = counted_in(query)
+        sentences = self.case_sentences[case_id]
+        local = self.local(terms, sentences)
+
+        def holds(s: str) -> bool:
+            return bool(units and re.search(FIGURE + units, s)) or \
+                any(SHAPES[a].search(s) for a in query.asks)
+        best = max((self.coverage(local, s) for s in sentences), default=0.0)
+        support = [self.coverage(local, s) for s in sentences if holds(s)]
+        return {"slot_absent": float(not support), "slot_gap": best - max(support, default=0.0)}
+
     def sentence_features(self, query: Query, case: Case, text: str) -> list[tuple[dict[str, float], Evidence]]:
         """How well each sentence of the case answers the question; the sentence model is fitted on these.
-        "local" weighs the question's words by how few of the case's sentences hold them: the case's
-        own name is in every sentence, the detail asked about in one."""
+        "local" is coverage of the question's words weighed by how few of the case's sentences hold them."""
         terms = self.terms(text)
         evidence = self.retriever.case_evidence(case.id, text)
         lowered = [e.sentence.text.lower() for e in evidence]
-        held = {t: sum(t in s for s in lowered) / len(lowered) for t in terms} if lowered else {}
-        local = {t: w * (1 - held.get(t, 0.0)) for t, w in terms.items()}
+        local = self.local(terms, lowered)
+        units = counted_in(query)
         out = []
         for e, low in zip(evidence, lowered):
             s = e.sentence.text
@@ -220,7 +251,7 @@ class Answerer:
                          "coverage": self.coverage(terms, low), "local": self.coverage(local, low),
                          "heading": float(e.sentence.heading),
                          "figure": float(bool(query.figures or query.kind == "fact_number") and bool(NUMBER.search(s))),
-                         "unit": float(any(re.search(FIGURE + re.escape(u), s) for u in query.figures)),
+                         "unit": float(bool(units and re.search(FIGURE + units, s))),
                          "effect": float(query.wants == "effect" and any(EFFECT_SECTION.search(p) for p in e.chunk.section)),
                          "short": float(len(s) < 20)}, e))
         return out

@@ -45,22 +45,32 @@ YEAR = re.compile(r"(20\d\d)\s*(?:年度?|年)?")
 # A collection named by its place in a series or its list ("第一批", "良好实践").
 BATCH = re.compile(r"第([一二三四五六七八九十\d]+)批")
 LISTS = ("优秀案例", "良好实践", "特色案例")
+# Words that speak of a collection itself: which cases it selected, and how it ranked them.
+COLLECTION_TALK = re.compile(r"上海市?|各区|全市|优化营商环境|营商环境|优秀案例|良好实践|特色案例|案例集?|入选|评选?|"
+                             r"排名|排第|第[一二三四五六七八九十\d]+名?|都有|有哪些|哪些区?|哪个|是什么")
 # A year that names a collection ("2020年的案例集", "2018年度优秀案例"), not an event inside a case.
 COLLECTION_YEAR = re.compile(r"(20\d\d)\s*年度?[^，。？?]{0,16}(优秀案例|案例集|特色案例|良好实践|评选|排名|那批|这批|一批|案例)")
 # "不用再跑浦东": a place one travels to is not the district asked about.
 TRAVEL = re.compile(r"(?:跑|去|赶|赴|来)(?:到|去|往)?[\u4e00-\u9fff]{2,4}?(?=[，。？?、,！]|$|办|送|跑)")
 QUOTED = re.compile(r"[“\"「『《‘']([^”\"」』》’']{2,20})[”\"」』》’']")
-# "多少名/几天/多少钱": the unit a figure is asked in.
-ASKED_UNIT = re.compile(r"(?:多少|几)(?:个|名)?([天个项家年月次人名倍户件笔条台场元万亿小时分钟秒%张所批])"
+# "多少名/几天/多少钱": the unit a figure is asked in. "哪几个/好几个/十几个" count nothing: they ask
+# which ones, or are a number of the asker's own.
+ASKED_UNIT = re.compile(r"(?:多少|(?<![哪好十])几(?!十))(?:个|名)?(小时|分钟|工作日|[天个项家年月次人名倍户件笔条台场元万亿秒%张所批])"
                         r"|多少[^，。？?]{0,4}?(钱|补贴|资金|投资|费用|经费)|(第)几")
 # The kind of fact a question asks for, where the text must hold one of its shape to answer it.
 ASKS = (
-    ("phone", re.compile(r"电话|热线|号码|联系方式|phone|hotline|contact")),
-    ("address", re.compile(r"地址|几楼|哪一?层|门牌|在哪条路|address|which floor")),
-    ("date", re.compile(r"哪天|哪一天|几月几[日号]|几号|什么时候|何时|日期|哪一?年|when|what date|what year")),
-    ("money", re.compile(r"多少钱|多少万|多少元|奖金|资助|补贴多少|费用|经费|预算|成本|花了多少|金额|how much|cost|budget|prize")),
+    ("phone", re.compile(r"电话|热线|号码|联系方式|phone|hotline|contact number")),
+    # Asking where a thing is, not about an address programme ("多个经营地址", "住所云 address platform").
+    ("address", re.compile(r"地址在哪|地址是|什么地址|哪个地址|门牌|几楼|哪一?层|在哪条路|address of|"
+                           r"what(?:'s| is) the address|which floor")),
+    # "哪年入选/哪一批" asks for a collection, which every case carries; this is a date in the text.
+    ("date", re.compile(r"哪天|哪一天|几月几[日号]|几号|什么时候|何时|日期|(?<!批)哪一?年(?!.{0,6}(入选|案例|评))|"
+                        r"\bwhen (?:did|was|were|will|is|does|do)\b|^when\b|what date")),
+    ("money", re.compile(r"多少钱|多少万|多少元|奖金|资助|补贴多少|费用|经费|预算|成本是?多少|花了多少|金额|"
+                         r"how much|cost|budget|prize")),
     ("percent", re.compile(r"百分之|百分比|比例|占比|多少成|率(是|为|达到?)?多少|提高了?多少|percent|percentage|rate")),
-    ("person", re.compile(r"是谁|谁负责|负责人|哪位|叫什么名字|who")),
+    # A person asked for; "叫什么名字" names a programme as often as a person.
+    ("person", re.compile(r"是谁|谁负责|负责人|哪位|\bwho (?:is|was|leads|runs|heads)\b")),
 )
 # Places outside Shanghai a user may name, as the subject of a question or in passing.
 ELSEWHERE = ("北京", "深圳", "广州", "杭州", "苏州", "南京", "成都", "天津", "重庆", "武汉", "西安", "宁波",
@@ -248,10 +258,8 @@ def _asks(clause: str) -> bool:
 def elsewhere(text: str) -> tuple[str, ...]:
     """Places outside Shanghai the question is about: named in the clause that asks, and not as
     the place the asker comes from ("我们在南京也有分公司" is an aside)."""
-    clauses = [c for c in CLAUSE.split(text) if c.strip()]
-    asking = [c for c in clauses if _asks(c)] or clauses[-1:]
     out = []
-    for clause in asking:
+    for clause in _asking(text):
         for place in ELSEWHERE:
             if place in clause and not re.search(rf"(我|我们|老家|公司|分公司|以前|之前|原来)[^，,。]{{0,6}}{place}", clause):
                 out.append(place)
@@ -259,11 +267,27 @@ def elsewhere(text: str) -> tuple[str, ...]:
 
 
 def figures(text: str) -> tuple[str, ...]:
-    return tuple(next(g for g in m.groups() if g) for m in ASKED_UNIT.finditer(text))
+    return tuple(next(g for g in m.groups() if g) for c in _asking(text) for m in ASKED_UNIT.finditer(c))
+
+
+def asks(text: str) -> tuple[str, ...]:
+    asking = "，".join(_asking(text)).lower()
+    return tuple(a for a, p in ASKS if p.search(asking))
+
+
+def _asking(text: str) -> list[str]:
+    """The clauses that ask, those not about the asker first, or the last clause: "当地政府热线回复慢
+    得很" asks for no phone number, "我开了几家店" for no count, and "我们在南京也有分公司" is not
+    about 南京."""
+    clauses = [c for c in CLAUSE.split(text) if c.strip()]
+    asking = [c for c in clauses if _asks(c)]
+    return [c for c in asking if not ASKER.search(c)] or asking or clauses[-1:]
 
 
 def without_collection(text: str) -> str:
-    for pattern in (COLLECTION_YEAR, BATCH):
+    """What the question asks besides the collection it names: "2023年度优秀案例排名第一的是哪个？"
+    asks nothing besides; "2023年度优秀案例里浦东的人才港是怎么做的？" asks about 人才港."""
+    for pattern in (COLLECTION_YEAR, BATCH, COLLECTION_TALK):
         text = pattern.sub(" ", text)
     return text.strip()
 
@@ -332,7 +356,8 @@ def _parse_one(raw: str, note: str = "") -> Query:
     return Query(raw=raw, text=text, language=lang, kind=kind, districts=asked,
                  named=tuple(dict.fromkeys(named)),
                  mentioned=passing, elsewhere=elsewhere(text), years=years, collection=collection(text),
-                 figures=figures(text), asks=tuple(a for a, p in ASKS if p.search(text.lower())), quoted=tuple(dict.fromkeys(m.group(1).strip() for m in QUOTED.finditer(text))),
+                 figures=figures(text), asks=asks(text),
+                 quoted=tuple(dict.fromkeys(m.group(1).strip() for m in QUOTED.finditer(text))),
                  wants=wants, topic=topic(text, mentions), rest=without_collection(text), note=note)
 
 

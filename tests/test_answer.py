@@ -82,11 +82,30 @@ def test_unknown_district_is_never_guessed(chain):
 @pytest.mark.parametrize("question", [
     "北京市朝阳区推出了哪些营商环境改革？",
     "2024年度各区优化营商环境优秀案例有哪些？",
+    # Asking only about a collection that does not exist, in words that also name cases' rankings.
+    "上海市2023年度各区优化营商环境优秀案例排名第一的是哪个案例？",
+    "第三批案例里都评了哪些区？",
 ])
 def test_abstains_with_nearest_cases(chain, question):
     a = chain.invoke({"question": question})
     assert not a.answerable and a.answer.startswith(NOT_FOUND)
     assert a.citations == [] and a.related
+
+
+def test_a_missing_collection_with_a_real_practice_is_corrected_and_answered(chain, cfg):
+    a = chain.invoke({"question": "2023年度优秀案例里浦东的国际人才港是怎么做的？"})
+    assert a.answerable and a.districts[0] == "浦东新区" and "没有2023年的案例集" in a.answer
+    check_citations(a, cfg)
+
+
+@pytest.mark.parametrize("question", [
+    "浦东国际人才港的咨询电话是多少？",
+    "长宁的夜间施工“好办”系统有没有咨询热线？电话号码是多少？",
+])
+def test_a_detail_the_case_does_not_hold_is_not_found(chain, question):
+    """The programme is real; the phone number is in no sentence of its case."""
+    a = chain.invoke({"question": question})
+    assert not a.answerable and a.related
 
 
 # --- the blanket rules that were removed, and the questions they used to break ---------------

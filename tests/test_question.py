@@ -146,9 +146,35 @@ def test_asking_for_more_of_the_same_case_is_not_asking_for_other_districts():
     ("杨浦创业之星大赛获奖项目能拿多少奖金？", ("money",)),
     ("名称申报成功率具体提高到了百分之多少？", ("percent",)),
     ("哪个区推出了一楼一事办？", ()),
+    # Only what is asked counts: an address programme, a hotline in an aside, the year a case was
+    # selected (every case carries its collection), "what happens when" are no fact to look for.
+    ("一张营业执照可以备案好几个经营地址，这是哪个区的做法？", ()),
+    ("Which district is planning a 2.0 version of its address platform?", ()),
+    ("我在常州开公司，当地政府热线回复慢得很。奉贤的对话贤商平台是怎么回复企业的？", ()),
+    ("这是哪一年入选的", ()),
+    ("住所云免交住所证明，这个是哪年正式实现的？", ("date",)),
+    ("Under Xuhui's mechanism, what happens when a sub-district can't solve it?", ()),
+    ("When did Pudong open its talent hub?", ("date",)),
+    ("那个码叫什么名字？", ()),
 ])
 def test_the_kind_of_fact_asked_for(question, asks):
     assert parse(question).asks == asks
+
+
+@pytest.mark.parametrize("question,figures", [
+    ("浦东人才港把审批时间压缩到了几天？", ("天",)),
+    ("办结时限缩短到几个工作日？", ("工作日",)),
+    ("营业执照最快多少分钟就能拿到", ("分钟",)),
+    # "哪几个" asks which ones, "好几个/十几个" are the asker's own numbers.
+    ("法律服务团按专业分成了哪几个小组？", ()),
+    ("我们在外地好几个门店，十几个院子，上海哪个区能一照多址？", ()),
+    # A count in an aside is not asked for.
+    ("我开了几家店，一直很麻烦，哪个区有住所云？", ()),
+])
+def test_the_figure_asked_for(question, figures):
+    assert parse(question).figures == figures
+
+
 
 
 def test_a_new_question_after_history_stands_alone():
