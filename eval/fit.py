@@ -46,7 +46,7 @@ def collect(chain, items: list[dict], progress: bool = True) -> dict[str, list[d
         if progress and n % 50 == 0:
             print(f"  {n}/{len(items)}", file=sys.stderr)
         answer = chain.invoke({"question": item["question"], "history": item.get("history") or []})
-        meta = {"split": item["split"], "group": item.get("group") or item["id"], "id": item["id"]}
+        meta = {"split": item["split"], "group": item.get("group") or item["id"], "id": item["id"], "type": item["type"]}
         trace, gold = answer.trace, set(item["gold_case_ids"])
         if "answerable" in trace:
             rows["answerable"].append({**meta, "x": trace["answerable"], "y": item["type"] != "unanswerable"})
@@ -116,8 +116,14 @@ def member_f1(m: Logistic, rows: list[dict], t: float) -> float:
     return float(np.mean(f1s)) if f1s else 0.0
 
 
+def right_claim(r: dict) -> bool:
+    """A question whose claim is right: "correcting" it is the error the premise target bounds. An
+    unanswerable one corrected ("企业专属网页是浦东新区的做法，不是崇明区") is scored as abstention."""
+    return not r["y"] and r["type"] != "unanswerable"
+
+
 def premise_threshold(m: Logistic, rows: list[dict]) -> float:
-    neg = sorted((m(r["x"]) for r in rows if not r["y"]), reverse=True)
+    neg = sorted((m(r["x"]) for r in rows if right_claim(r)), reverse=True)
     if not neg:
         return 0.5
     allowed = int(TARGET_FALSE_CORRECTION * len(neg))
@@ -170,7 +176,7 @@ def scores(d: Decisions, rows: dict[str, list[dict]]) -> dict[str, float]:
     pos = [r for r in ans if r["y"]]
     neg = [r for r in ans if not r["y"]]
     prem_pos = [r for r in rows["premise"] if r["y"]]
-    prem_neg = [r for r in rows["premise"] if not r["y"]]
+    prem_neg = [r for r in rows["premise"] if right_claim(r)]
     mean = lambda xs: float(np.mean(xs)) if xs else None
     return {
         "false_abstention": mean([d.answerable(r["x"]) < d.answer_threshold for r in pos]),

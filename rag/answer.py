@@ -444,10 +444,17 @@ class Answerer:
     def premise_features(self, query: Query, top: Hit, best: Hit | None, text: str) -> dict[str, float]:
         ft = self.features(query, top, top, text)
         fb = self.features(query, best, top, text) if best else dict.fromkeys(ft, 0.0)
+        # The programme's own words ("生命树", "一网畅融"), quoted or not: the rarest of them that the
+        # case found outside the claim holds and the claimed district's best case does not.
+        terms = self.terms(text)
+        outside, inside = self.case_text[top.case.id], self.case_text[best.case.id] if best else ""
+        only_outside = [w for t, w in terms.items() if t in outside and t not in inside]
         return {"in_claim": float(best is not None),
                 "relative_in_claim": fb["relative"],
                 "quoted_gap": ft["quoted"] - fb["quoted"],
                 "coverage_gap": ft["coverage_sentence"] - fb["coverage_sentence"],
+                "case_gap": ft["coverage_case"] - fb["coverage_case"],
+                "rarest_outside": max(only_outside, default=0.0) / self.unknown_idf,
                 "dense_gap": ft["dense_sentence"] - fb["dense_sentence"],
                 "has_quoted": float(bool(query.quoted))}
 
