@@ -26,8 +26,8 @@ KINDS = ("which_district", "list_districts", "what_measure", "fact_number", "com
 KIND_RULES = (
     ("comparison", re.compile(r"对比|比较|相比|区别|异同|不同|分别|各自|和.{1,8}(相比|比)|差别|差异|\bvs\b|compare|difference")),
     ("list_districts", re.compile(r"哪些区|哪几个区|几个区|多少个区|有哪些地方|各区|都有哪些|哪些.{0,6}区|还有(哪|别的|其他|其它)的?区|"
-                                  r"别的区|其他区|其它区|which districts|what districts|other districts")),
-    ("which_district", re.compile(r"哪个区|哪一个区|哪个地方|哪区|是哪里|在哪里|哪个区县|是哪儿|那个区|哪家区|which district|"
+                                  r"别的区|其他区|其它区|(?:which|what) (?:shanghai |other )?districts|other districts")),
+    ("which_district", re.compile(r"哪个区|哪一个区|哪个地方|哪区|是哪里|在哪里|哪个区县|是哪儿|那个区|哪家区|which (?:shanghai )?district|"
                                   r"where (?:is|was|in shanghai)")),
     ("fact_number", re.compile(r"多少|几[天个项家年月次人名倍成户件笔条所批]|哪一?年|什么时候|何时|几号|"
                                r"比例|百分|压缩到|缩短到|减少到|提高到|数量|规模|金额|how (?:many|much|long)|"

@@ -14,6 +14,8 @@ from rag.question import BadQuestion, clean, detect_kind, parse
     ("哪些区搞了企业代办服务？", "list_districts"),
     ("有哪些区都做了信用修复？", "list_districts"),
     ("Which districts offer agents who handle approvals for companies?", "list_districts"),
+    ("Which Shanghai district set up a scheme assigning a finance officer to each chamber of commerce?", "which_district"),
+    ("Which Shanghai districts let one business licence cover several addresses?", "list_districts"),
     ("静安区在办税方面有什么做法？", "what_measure"),
     ("浦东人才港把审批时间压缩到了几天？", "fact_number"),
     ("How many days does the talent hub approval take now?", "fact_number"),
