@@ -18,7 +18,7 @@ from rag.config import REPO_SEEDS
 from rag.corpus import load_cases, load_manifest
 from rag.documents import DocumentError, parse
 from rag.ingest import ingest, listing, remove
-from seed_files import write_all, write_docx
+from seed_files import write_all, write_docx, write_numbered_2019
 
 EVAL_TOLERANCE = 0.02  # the issue's bound between the .txt figures and those of the copies
 SIGNATURE = "哪个区打算把“住所云”升级，把沿街商铺也纳进来？"  # a gold question answered by xuhui-plan alone
@@ -227,6 +227,22 @@ def test_a_one_district_report_is_one_case_of_that_district(home, tmp_path):
     case = idx.load(home).cases["fengxian"]
     assert (case.district, case.year, case.kind) == ("奉贤区", 2024, "report")
     assert "奉贤" in case.district_evidence
+
+
+def test_a_collection_headed_by_numbered_titles_gives_the_same_cases(home, tmp_path):
+    """2019 laid out as "一、浦东新区：…" in a .docx and as "1. 浦东…" in a .txt: each file is a
+    collection of its own, with the seed's cases and districts, and the index answers from it."""
+    want = [c for c in load_cases(REPO_SEEDS) if c.document == "2019"]
+    paths = [write_numbered_2019(tmp_path, "docx", "label"), write_numbered_2019(tmp_path, "txt", "sentence")]
+    change = ingest(home, paths, say=quiet, progress=False)
+    assert change.added == tuple(p.stem for p in paths) and change.cases == 2 * len(want) and not change.failed
+    entries = {d["id"]: d for d in load_manifest(home.seeds)["documents"]}
+    index = idx.load(home)
+    for path in paths:
+        assert entries[path.stem]["layout"] == "numbered_titles" and entries[path.stem]["year"] == 2019
+        got = sorted((c for c in index.cases.values() if c.document == path.stem), key=lambda c: c.id)
+        assert [c.district for c in got] == [c.district for c in want]
+        assert all(g.title.endswith(w.title) and "标题" in g.district_evidence for g, w in zip(got, want))
 
 
 # -- bad input: a clear message, and nothing lost ------------------------------------------------
