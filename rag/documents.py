@@ -232,13 +232,28 @@ def line_size(line: dict) -> float:
     return median(c["size"] for c in line["chars"]) if line["chars"] else 0.0
 
 
+# Where a line may not wrap, after Unicode's line breaking rules (UAX #14) as LibreOffice applies
+# them: before closing punctuation, after an opening bracket, and on either side of a quotation
+# mark. A line then wraps early, taking the character before a ” or a ， down with it.
+NO_BREAK_BEFORE = "，。、；：！？）》」』】〕,.;:!?)%"
+NO_BREAK_AFTER = "（《「『【〔("
+QUOTES = "“”‘’"
+
+
+def glued(a: str, b: str) -> bool:
+    """Whether a line cannot wrap between the characters a and b."""
+    if b.isspace():
+        return False
+    return (a.isascii() and b.isascii()) or b in NO_BREAK_BEFORE or a in NO_BREAK_AFTER or a in QUOTES or b in QUOTES
+
+
 def first_word_width(line: dict) -> float:
-    """How wide the start of a line is up to where it could have wrapped: one CJK character, or a
-    run of Latin letters and digits."""
+    """How wide the start of a line is up to where it could have wrapped: one CJK character with
+    what cannot be parted from it (a quotation mark, closing punctuation), or a run of Latin
+    letters and digits."""
     chars = line["chars"]
     end = 1
-    while end < len(chars) and chars[end - 1]["text"].isascii() and chars[end]["text"].isascii() \
-            and not chars[end]["text"].isspace():
+    while end < len(chars) and glued(chars[end - 1]["text"], chars[end]["text"]):
         end += 1
     return chars[end - 1]["x1"] - chars[0]["x0"] if chars else 0.0
 
