@@ -39,6 +39,8 @@ GAZETTEER = {
     "长风": "普陀区", "江苏路街道": "长宁区", "真新街道": "嘉定区", "淞南镇": "宝山区",
     "上海湾区": "金山区", "碳谷绿湾": "金山区", "花博": "崇明区",
 }
+# "浦东新区：" before a numbered title's words: a label naming its district, not part of the title.
+DISTRICT_LABEL = re.compile(rf"({'|'.join(DISTRICTS)})\s*[：:]\s*")
 # Words that contain a short form but do not name the district.
 NOT_A_PLACE = ("黄浦江",)
 
@@ -237,7 +239,7 @@ def _numbered_titles(text: list[str], level: int) -> list[Title]:
             continue
         words = pattern.sub("", line, count=1).strip() or line
         after = next((k for k in range(n + 1, len(text) + 1) if text[k - 1]), None)
-        if label := re.match(rf"({'|'.join(DISTRICTS)})\s*[：:]\s*", words):
+        if label := DISTRICT_LABEL.match(words):
             titles.append(Title(n, words[label.end():], label.group(1), f"第{n}行标题：{label.group(1)}"))
         elif after and text[after - 1] in DISTRICTS:
             titles.append(Title(n, words, text[after - 1], f"第{after}行：{text[after - 1]}"))
@@ -374,8 +376,9 @@ LAYOUT_MIN_ENTRIES = 2  # one 排名1 or one district line is a coincidence; two
 def describe(id_: str, name: str, lines: list[str], title: str | None = None) -> dict:
     """The manifest entry of a document no one has described: its layout found from the shapes
     the seeds show (排名N entries, 案例一 with a table of contents, a title then its district's
-    name, numbered titles that name their districts), else one document that is one case of the district it names. The title comes from the
-    file's metadata or its first line; the year from the title, else the first date in the text."""
+    name, numbered titles that name their districts), else one document that is one case of the
+    district it names. The title comes from the file's metadata or its first line; the year from
+    the title, else the first date in the text."""
     text = [clean(x) for x in lines]
     first = next((n for n, t in enumerate(text, 1) if t), 1)
     title = (title or text[first - 1]).strip()
