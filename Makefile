@@ -4,11 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: chat test setup browser
+.PHONY: chat test setup browser libreoffice
 chat: setup
 	$(BIN)/rag serve
 
-test: setup browser
+test: setup browser libreoffice
 	$(BIN)/pytest
 
 setup: $(STAMP)
@@ -25,3 +25,8 @@ $(STAMP): pyproject.toml requirements.lock
 # The browser tests drive Debian's Chromium through playwright; `playwright install` cannot work offline.
 browser:
 	@command -v chromium >/dev/null && fc-list :lang=zh | grep -q . || { apt-get update -qq && apt-get install -y -qq chromium fonts-wqy-microhei; }
+
+# rag ingest reads .doc/.wps through LibreOffice, and the ingest tests make their PDFs with it
+# (14 s to install here, from Debian's own mirror).
+libreoffice:
+	@command -v soffice >/dev/null || { apt-get update -qq && apt-get install -y -qq libreoffice-writer-nogui; }

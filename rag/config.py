@@ -72,6 +72,9 @@ class Config:
     # Candidates per list (BM25, dense; chunks, sentences) that Milvus returns: local scores every
     # row, Milvus the best ones; below this depth the answer layer's evidence thins (README, Milvus).
     milvus_depth: int = 2000
+    # The LibreOffice that `rag ingest` reads .doc and .wps through: a command or a path; empty
+    # looks for soffice, then libreoffice, on the PATH.
+    soffice: str = ""
 
     def __post_init__(self):
         positive = ("chunk_size", "top_k", "rrf_k", "max_question_chars", "max_history_items",

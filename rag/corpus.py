@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
-from rag.documents import CN_NUM, heading_level, place
+from rag.documents import CN_NUM, HEADING_LEVELS, heading_level, place
 
 # Word's bookmark residue. It only ever prefixes a line, so stripping it keeps every
 # remaining sentence an exact substring of the source line.
@@ -39,6 +39,8 @@ GAZETTEER = {
     "长风": "普陀区", "江苏路街道": "长宁区", "真新街道": "嘉定区", "淞南镇": "宝山区",
     "上海湾区": "金山区", "碳谷绿湾": "金山区", "花博": "崇明区",
 }
+# "浦东新区：" before a numbered title's words: a label naming its district, not part of the title.
+DISTRICT_LABEL = re.compile(rf"({'|'.join(DISTRICTS)})\s*[：:]\s*")
 # Words that contain a short form but do not name the district.
 NOT_A_PLACE = ("黄浦江",)
 
@@ -106,10 +108,19 @@ def clean(line: str) -> str:
     return ARTEFACT.sub("", line).strip()
 
 
+# The seeds' case titles run to 36 characters; a line past 40, or one that ends a sentence, is a
+# paragraph.
+TITLE_CHARS = 40
+
+
+def title_like(text: str) -> bool:
+    return len(text) <= TITLE_CHARS and not text.endswith("。")
+
+
 def heading_title(text: str) -> str:
     """A heading line's own words: a numbered paragraph's lead sentence, not the paragraph."""
     lead = re.split(r"(?<=[。！？；])", text, maxsplit=1)[0]
-    return lead if len(lead) <= 40 else lead[:40] + "…"
+    return lead if len(lead) <= TITLE_CHARS else lead[:TITLE_CHARS] + "…"
 
 
 MAX_DOCUMENT_BYTES = 5_000_000
@@ -144,8 +155,8 @@ def document_path(seeds: Path, name: str) -> Path:
 
 def load_cases(seeds: Path) -> list[Case]:
     manifest = load_manifest(seeds)
-    parsers = {"districts_after_title": _parse_2019, "toc": _parse_2021, "ranked": _parse_2022,
-               "document": _parse_document}
+    parsers = {"districts_after_title": _parse_titled, "numbered_titles": _parse_titled, "toc": _parse_2021,
+               "ranked": _parse_2022, "document": _parse_document}
     cases: list[Case] = []
     for doc in manifest["documents"]:
         if doc.get("layout") not in parsers:
@@ -194,17 +205,47 @@ def _case(doc: dict, lines, id_: str, start: int, stop: int, **fields) -> Case:
                 **fields)
 
 
-def _parse_2019(doc, lines) -> list[Case]:
-    """A title line, then a line that is just the district."""
-    starts = [n for n in range(1, len(lines)) if clean(lines[n]) in DISTRICTS]
+@dataclass(frozen=True)
+class Title:
+    """Where a case starts, with the district its title gives and how."""
+    line: int
+    title: str
+    district: str
+    evidence: str
+
+
+def _parse_titled(doc, lines) -> list[Case]:
+    """Each case starts at its title, which carries its district: 2019's title, then a line that is
+    just the district; or a numbered title at the level doc["numbering"] names."""
+    text = [clean(x) for x in lines]
+    titles = _numbered_titles(text, doc["numbering"]) if "numbering" in doc else [
+        Title(n, text[n - 1], text[n], f"第{n + 1}行：{text[n]}") for n in range(1, len(text)) if text[n] in DISTRICTS]
     cases = []
-    for i, n in enumerate(starts):  # n is the title's 1-based number (the district line is n+1)
-        stop = starts[i + 1] if i + 1 < len(starts) else len(lines) + 1
-        district = clean(lines[n])
-        cases.append(_case(doc, lines, f"{doc['id']}-{i + 1:02d}", n, stop,
-                           district=district, title=clean(lines[n - 1]),
-                           district_evidence=f"第{n + 1}行：{district}"))
+    for i, t in enumerate(titles):
+        stop = titles[i + 1].line if i + 1 < len(titles) else len(lines) + 1
+        cases.append(_case(doc, lines, f"{doc['id']}-{i + 1:02d}", t.line, stop,
+                           district=t.district, title=t.title, district_evidence=t.evidence))
     return cases
+
+
+def _numbered_titles(text: list[str], level: int) -> list[Title]:
+    """The short lines numbered at `level` ("一、浦东新区：…", "（三）…", "2. 张江…") that name a district,
+    in their words through the gazetteer or on the line after them; a "浦东新区：" before the
+    words labels the title and is not part of it."""
+    pattern = HEADING_LEVELS[level - 1][1]
+    titles = []
+    for n, line in enumerate(text, 1):
+        if heading_level(line) != level or not title_like(line):
+            continue
+        words = pattern.sub("", line, count=1).strip() or line
+        after = next((k for k in range(n + 1, len(text) + 1) if text[k - 1]), None)
+        if label := DISTRICT_LABEL.match(words):
+            titles.append(Title(n, words[label.end():], label.group(1), f"第{n}行标题：{label.group(1)}"))
+        elif after and text[after - 1] in DISTRICTS:
+            titles.append(Title(n, words, text[after - 1], f"第{after}行：{text[after - 1]}"))
+        elif (found := _infer_district(words))[0]:
+            titles.append(Title(n, words, found[0], f"第{n}行标题：{found[1]}"))
+    return titles
 
 
 def _parse_2021(doc, lines) -> list[Case]:
@@ -296,7 +337,7 @@ def _parse_2022(doc, lines) -> list[Case]:
             t = clean(lines[k - 1])
             if not t:
                 continue
-            if heading_level(t) or len(t) > 40 or t.endswith("。"):
+            if heading_level(t) or not title_like(t):
                 break
             title_lines.append(t)
         district, evidence = _infer_district(text)
@@ -335,8 +376,9 @@ LAYOUT_MIN_ENTRIES = 2  # one 排名1 or one district line is a coincidence; two
 def describe(id_: str, name: str, lines: list[str], title: str | None = None) -> dict:
     """The manifest entry of a document no one has described: its layout found from the shapes
     the seeds show (排名N entries, 案例一 with a table of contents, a title then its district's
-    name), else one document that is one case of the district it names. The title comes from the
-    file's metadata or its first line; the year from the title, else the first date in the text."""
+    name, numbered titles that name their districts), else one document that is one case of the
+    district it names. The title comes from the file's metadata or its first line; the year from
+    the title, else the first date in the text."""
     text = [clean(x) for x in lines]
     first = next((n for n, t in enumerate(text, 1) if t), 1)
     title = (title or text[first - 1]).strip()
@@ -350,16 +392,17 @@ def describe(id_: str, name: str, lines: list[str], title: str | None = None) ->
     toc_body = [t for t in text if re.fullmatch(rf"案例[{CN_NUM}]+", t)]
     district_lines = [n for n, t in enumerate(text[1:], 2) if t in DISTRICTS and text[n - 2]]
     if len(ranks) >= LAYOUT_MIN_ENTRIES:
-        # Each list is headed by the line just before its 排名1.
         # Each list is headed by a short line just before its 排名1 (a long one is an entry's last
         # paragraph: the list goes on, as where 2022 prints an entry twice).
         heads = [t for n in ranks if text[n - 1] == "排名1" and n > 1
-                 for t in [next(t for t in reversed(text[:n - 1]) if t)] if len(t) <= 40 and not t.endswith("。")]
+                 for t in [next(t for t in reversed(text[:n - 1]) if t)] if title_like(t)]
         return entry | {"layout": "ranked", "lists": list(dict.fromkeys(heads)) or [title]}
     if len(toc_body) >= LAYOUT_MIN_ENTRIES:
         return entry | {"layout": "toc"}
     if len(district_lines) >= LAYOUT_MIN_ENTRIES:
         return entry | {"layout": "districts_after_title"}
+    if numbering := _case_numbering(text):
+        return entry | {"layout": "numbered_titles", "numbering": numbering}
     district, evidence = _infer_district(title)
     if district:
         evidence = f"文件标题：{evidence}"
@@ -368,6 +411,20 @@ def describe(id_: str, name: str, lines: list[str], title: str | None = None) ->
     kind = "action_plan" if "方案" in title else "report" if "报告" in title else "document"
     return entry | {"layout": "document", "kind": kind, "district": district, "title_line": title_line,
                     "district_evidence": evidence}
+
+
+def _case_numbering(text: list[str]) -> int | None:
+    """The heading level whose numbered titles head a collection's cases, if one does. A plan or a
+    report numbers its sections the same way (一、/（一）/1.), but few of its titles name a district,
+    and those that do name one; so most titles at the level must carry a district, at least
+    LAYOUT_MIN_ENTRIES, and two districts or more. Of several such levels, the one with most cases."""
+    found = {}
+    for level in range(1, len(HEADING_LEVELS) + 1):
+        titles = _numbered_titles(text, level)
+        numbered = sum(1 for t in text if heading_level(t) == level and title_like(t))
+        if len(titles) >= LAYOUT_MIN_ENTRIES and len({t.district for t in titles}) >= 2 and 2 * len(titles) > numbered:
+            found[level] = len(titles)
+    return max(found, key=lambda level: (found[level], -level)) if found else None
 
 
 def _issuer(text: list[str]) -> str | None:

@@ -72,10 +72,11 @@ def place(where: dict) -> str:
     return f"第{where['line']}行"
 
 
-def parse(path: Path) -> Parsed:
+def parse(path: Path, soffice: str = "") -> Parsed:
+    """`soffice`: the LibreOffice that reads .doc and .wps (Config.soffice)."""
     suffix = path.suffix.lower()
     if suffix in CONVERTIBLE:
-        return parse_converted(path)
+        return parse_converted(path, soffice)
     if suffix not in KINDS:
         raise DocumentError(f"不支持的文件类型 {suffix or '（无扩展名）'}：{path.name}。支持 .docx .pdf .txt .md .html")
     if path.is_symlink() or not path.is_file():
@@ -153,7 +154,7 @@ def parse_docx(path: Path) -> Parsed:
         document = docx.Document(str(path))
     except (PackageNotFoundError, KeyError, ValueError, OSError) as e:
         raise DocumentError(f"无法打开 Word 文件（文件损坏、加密或不是 .docx）：{path.name}（{e}）") from None
-    lines, headings, title = [], [], document.core_properties.title or None
+    lines, headings, title = [], [], core_title(document)
     # Paragraphs and tables in body order, each numbered as the paragraph (or table) it is.
     for n, item in enumerate(document.iter_inner_content(), 1):
         if isinstance(item, Table):
@@ -174,6 +175,19 @@ def parse_docx(path: Path) -> Parsed:
             headings[level - 1:] = [text]
         lines.append(Line(text, {"paragraph": n, "headings": list(headings)}, level))
     return Parsed("docx", tuple(lines), title)
+
+
+def core_title(document) -> str | None:
+    """The title in the file's core properties, if it has them. Not `core_properties.title`: python-docx
+    looks the part up by one relationship type only, and where a file relates it by the other one
+    LibreOffice writes (…/officedocument/2006/…), it makes up a part titled "Word Document"."""
+    from docx.oxml.parser import parse_xml
+
+    for rel in document.part.package.rels.values():
+        if rel.reltype.endswith("/metadata/core-properties") and not rel.is_external:
+            title = parse_xml(rel.target_part.blob).findtext("{http://purl.org/dc/elements/1.1/}title")
+            return (title or "").strip() or None
+    return None
 
 
 def parse_pdf(path: Path) -> Parsed:
@@ -218,13 +232,28 @@ def line_size(line: dict) -> float:
     return median(c["size"] for c in line["chars"]) if line["chars"] else 0.0
 
 
+# Where a line may not wrap, after Unicode's line breaking rules (UAX #14) as LibreOffice applies
+# them: before closing punctuation, after an opening bracket, and on either side of a quotation
+# mark. A line then wraps early, taking the character before a ” or a ， down with it.
+NO_BREAK_BEFORE = "，。、；：！？）》」』】〕,.;:!?)%"
+NO_BREAK_AFTER = "（《「『【〔("
+QUOTES = "“”‘’"
+
+
+def glued(a: str, b: str) -> bool:
+    """Whether a line cannot wrap between the characters a and b."""
+    if b.isspace():
+        return False
+    return (a.isascii() and b.isascii()) or b in NO_BREAK_BEFORE or a in NO_BREAK_AFTER or a in QUOTES or b in QUOTES
+
+
 def first_word_width(line: dict) -> float:
-    """How wide the start of a line is up to where it could have wrapped: one CJK character, or a
-    run of Latin letters and digits."""
+    """How wide the start of a line is up to where it could have wrapped: one CJK character with
+    what cannot be parted from it (a quotation mark, closing punctuation), or a run of Latin
+    letters and digits."""
     chars = line["chars"]
     end = 1
-    while end < len(chars) and chars[end - 1]["text"].isascii() and chars[end]["text"].isascii() \
-            and not chars[end]["text"].isspace():
+    while end < len(chars) and glued(chars[end - 1]["text"], chars[end]["text"]):
         end += 1
     return chars[end - 1]["x1"] - chars[0]["x0"] if chars else 0.0
 
@@ -269,14 +298,19 @@ def paragraphs(pages: list[list[dict]], bookmarks: dict[str, int]) -> list[Line]
             for x in out]
 
 
-def parse_converted(path: Path) -> Parsed:
-    """.doc and .wps through LibreOffice to .docx, when it is installed."""
-    soffice = shutil.which("soffice") or shutil.which("libreoffice")
-    if not soffice:
-        raise DocumentError(f"{path.suffix} 文件需要 LibreOffice 才能读取（apt-get install libreoffice-writer-nogui），"
+def parse_converted(path: Path, soffice: str = "") -> Parsed:
+    """.doc and .wps through LibreOffice to .docx, when it is installed: `soffice` names it (a
+    command or a path); unset, soffice or libreoffice on the PATH."""
+    found = shutil.which(soffice) if soffice else shutil.which("soffice") or shutil.which("libreoffice")
+    if not found:
+        missing = f"（找不到 {soffice}）" if soffice else ""
+        raise DocumentError(f"{path.suffix} 文件需要 LibreOffice 才能读取{missing}（apt-get install libreoffice-writer-nogui），"
                             f"或先用 Word/WPS 另存为 .docx：{path.name}")
     with tempfile.TemporaryDirectory() as out:
-        run = subprocess.run([soffice, "--headless", "--convert-to", "docx", "--outdir", out, str(path)],
+        # A profile of its own: the server's user may have no writable home, and two conversions
+        # sharing one profile wait for each other's lock or fail.
+        profile = f"-env:UserInstallation={Path(out, 'profile').as_uri()}"
+        run = subprocess.run([found, profile, "--headless", "--convert-to", "docx", "--outdir", out, str(path)],
                              capture_output=True, timeout=300)
         converted = Path(out) / (path.stem + ".docx")
         if run.returncode or not converted.exists():

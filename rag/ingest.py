@@ -138,10 +138,10 @@ def counts(root: Path, cfg: Config) -> tuple[int, int]:
     return len(cases), len(chunk_cases(cases, root, cfg.chunk_size))
 
 
-def store_document(tmp: Path, path: Path, id_: str, digest: str) -> dict:
+def store_document(tmp: Path, path: Path, id_: str, digest: str, soffice: str = "") -> dict:
     """Parse the file, describe it, and write its text and places into the staged store. The
     document alone must parse into cases, or nothing of it is kept."""
-    parsed = parse(path)
+    parsed = parse(path, soffice)
     name = f"{id_}.txt"
     lines = [line.text for line in parsed.lines]
     entry = describe(id_, name, lines, parsed.title)
@@ -199,7 +199,7 @@ def ingest(cfg: Config, paths: list[Path], say=lambda msg: print(msg, file=sys.s
                 id_ = doc_id(path)
                 say(f"[{n}/{len(todo)}] 解析 {path.name}")
                 try:
-                    entry = store_document(tmp, path, id_, digest)
+                    entry = store_document(tmp, path, id_, digest, cfg.soffice)
                 except DocumentError as e:
                     failed.append((path.name, str(e)))
                     say(f"  未导入：{e}")

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 from rag.config import REPO_SEEDS
-from rag.corpus import clean, load_manifest, read_lines
+from rag.corpus import clean, load_cases, load_manifest, read_lines
 from rag.documents import heading_level
 
 CJK_FONTS = ("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",)
@@ -64,6 +64,52 @@ def write_pdf(doc: dict, out: Path, docx_path: Path | None = None) -> Path:
         pdf.ln(size * 0.6)  # space between paragraphs, wider than between wrapped lines
     path = out / f"{doc['id']}.pdf"
     pdf.output(str(path))
+    return path
+
+
+def chinese_number(n: int) -> str:
+    """1 → 一, 10 → 十, 26 → 二十六: how a collection numbers its titles."""
+    digits = "零一二三四五六七八九"
+    tens, ones = divmod(n, 10)
+    return (digits[tens] if tens > 1 else "") + ("十" if tens else "") + (digits[ones] if ones else "")
+
+
+def numbered_2019(shape: str) -> list[str]:
+    """The 2019 collection laid out as numbered titles instead of a title and a district line:
+    "一、浦东新区：设立国际人才港…" ("label"), or "1. 浦东设立国际人才港…" ("sentence", the district's
+    short form, which only the gazetteer knows). The
+    case spans come from the seed's own parse, so the text between titles is the seed's."""
+    doc = next(d for d in load_manifest(REPO_SEEDS)["documents"] if d["id"] == "2019")
+    lines = [clean(x) for x in read_lines(REPO_SEEDS / doc["file"])]
+    starts = {c.lines[0]: (i, c) for i, c in enumerate(load_cases(REPO_SEEDS), 1) if c.document == "2019"}
+    out, skip = [], set()
+    for n, text in enumerate(lines, 1):
+        if n in skip:
+            continue
+        if n in starts:
+            i, case = starts[n]
+            skip.add(n + 1)  # the district line, now in the title
+            text = (f"{chinese_number(i)}、{case.district}：{case.title}" if shape == "label"
+                    else f"{i}. {case.district[:2]}{case.title}")
+        out.append(text)
+    return out
+
+
+def write_numbered_2019(out: Path, kind: str, shape: str) -> Path:
+    """numbered_2019 as a .txt, or as a .docx whose titles have the Heading 1 style."""
+    lines = numbered_2019(shape)
+    path = out / f"numbered-2019-{shape}.{kind}"
+    if kind == "txt":
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return path
+    import docx
+
+    document = docx.Document()
+    document.core_properties.title = "第一批区优化营商环境工作特色案例"
+    for text in lines:
+        level = headed(text)
+        document.add_paragraph(text, style=f"Heading {level}" if level else None)
+    document.save(str(path))
     return path
 
 

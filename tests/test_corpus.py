@@ -157,3 +157,32 @@ def test_a_user_document_is_read_as_text(tmp_path):
     seeds = _seeds_with(tmp_path, "extra.txt", "某区新做法\n一、主要做法\n1、推出新服务。".encode())
     extra = [c for c in load_cases(seeds) if c.source == "extra.txt"]
     assert extra[0].title == "某区新做法" and extra[0].lines == (1, 3)
+
+
+def test_describe_reads_each_seed_as_its_manifest_lays_it_out():
+    """The numbered-titles layout must not take the seeds' plans and reports, whose sections are
+    numbered the same way, for case collections."""
+    from rag.corpus import describe, load_manifest
+
+    for doc in load_manifest(REPO_SEEDS)["documents"]:
+        assert describe(doc["id"], doc["file"], list(read_lines(REPO_SEEDS / doc["file"])), doc["title"])["layout"] \
+            == doc["layout"], doc["id"]
+
+
+@pytest.mark.parametrize("shape", ["label", "sentence"])
+def test_a_collection_headed_by_numbered_titles_splits_into_the_same_cases(shape):
+    from seed_files import numbered_2019
+
+    from rag.corpus import _parse_titled, describe
+
+    lines = numbered_2019(shape)
+    entry = describe("numbered", "numbered.txt", lines)
+    assert entry["layout"] == "numbered_titles" and entry["year"] == 2019
+    want = [c for c in load_cases(REPO_SEEDS) if c.document == "2019"]
+    got = _parse_titled(entry, lines)
+    assert [c.district for c in got] == [c.district for c in want]
+    assert all(g.title.endswith(w.title) for g, w in zip(got, want))
+    # The evidence names the title's line and the word that gave the district.
+    for c in got:
+        assert c.district_evidence.startswith(f"第{c.lines[0]}行标题：")
+        assert (c.district if shape == "label" else f"“{c.district[:2]}”→{c.district}") in c.district_evidence

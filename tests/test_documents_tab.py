@@ -131,3 +131,70 @@ def test_in_the_browser_the_admin_sees_the_tab_uploads_and_the_chat_cites_the_fi
         sources = ask(page, "哪个区推出了“湾区快办”专窗？").locator(".sources").inner_text()
         assert "jinshan-2024.md 第" in sources
         browser.close()
+
+
+@pytest.mark.browser
+def test_in_the_browser_an_upload_and_a_removal_redraw_the_page_without_a_restart(admin, tmp_path):
+    """The header's counts, the 来源文件 filter, the atlas's collections and the feedback's case list
+    follow the documents in the same event chain as the change, in the page that made it."""
+    from playwright.sync_api import sync_playwright
+    from test_ui import CHROMIUM, CHROMIUM_ARGS, ask, shot
+
+    from conftest import chat_server
+
+    cfg, chain = admin
+    title = "上海市崇明区2024年营商环境报告"
+    report = tmp_path / "chongming-2024.md"
+    report.write_text(f"# {title}\n\n## 一、主要做法\n\n崇明区在长兴岛推出“岛企通”服务专窗，船舶企业开办一次办结。\n",
+                      encoding="utf-8")
+    cases = chain.answerer.retriever.index.cases
+    before = f"{len({c.source for c in cases.values()})} 份文件，{len(cases)} 个案例"
+    after = f"{len({c.source for c in cases.values()}) + 1} 份文件，{len(cases) + 1} 个案例"
+
+    def options(selector: str) -> str:
+        page.locator(f"{selector} input").click()
+        listed = page.locator("ul[role=listbox]").inner_text()
+        page.keyboard.press("Escape")
+        return listed
+
+    with chat_server(chain, cfg, auth=("boss", "pw")) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000}, locale="zh-CN")
+        page.set_default_timeout(120_000)
+        page.goto(url)
+        page.fill("input[type=text]", "boss")
+        page.fill("input[type=password]", "pw")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#question textarea")
+        assert before in page.inner_text("#header") and title not in options("#filter-documents")
+
+        page.get_by_role("tab", name="文档").click()
+        page.set_input_files("#documents-upload input[type=file]", str(report))
+        page.wait_for_function(f"document.querySelector('#header').innerText.includes('{after}')")
+        assert "+1 文件" in page.input_value("#documents-status textarea")
+        page.get_by_role("tab", name="问答").click()
+        assert f"{title}（2024）" in options("#filter-documents")
+        ask(page, "哪个区推出了“岛企通”服务专窗？")
+        page.locator('#chat button[aria-label="踩"]').last.click()
+        page.wait_for_selector("#feedback", state="visible")
+        page.locator("#feedback-case input").fill("chongming-2024")
+        assert page.get_by_role("option", name="chongming-2024", exact=False).count() == 1
+        page.keyboard.press("Escape")
+        page.get_by_role("tab", name="案例地图").click()
+        assert f"2024 · {title}" in page.inner_text("#atlas-collection")
+        page.wait_for_function(f"document.querySelector('#atlas-map').innerText.includes('{len(cases) + 1} 个案例')")
+        shot(page, "21-documents-refresh")
+
+        page.get_by_role("tab", name="文档").click()
+        page.locator("#documents-remove-id input").fill("chongming-2024")
+        page.get_by_role("option", name="chongming-2024").click()
+        page.locator("#documents-remove-confirm input").check()
+        page.click("#documents-remove")
+        page.wait_for_function(f"document.querySelector('#header').innerText.includes('{before}')")
+        assert "-1 文件" in page.input_value("#documents-status textarea")
+        page.get_by_role("tab", name="案例地图").click()
+        assert title not in page.inner_text("#atlas-collection")
+        page.wait_for_function(f"document.querySelector('#atlas-map').innerText.includes('{len(cases)} 个案例')")
+        page.get_by_role("tab", name="问答").click()
+        assert title not in options("#filter-documents")
+        browser.close()

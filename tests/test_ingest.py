@@ -18,7 +18,7 @@ from rag.config import REPO_SEEDS
 from rag.corpus import load_cases, load_manifest
 from rag.documents import DocumentError, parse
 from rag.ingest import ingest, listing, remove
-from seed_files import write_all, write_docx
+from seed_files import write_all, write_docx, write_numbered_2019
 
 EVAL_TOLERANCE = 0.02  # the issue's bound between the .txt figures and those of the copies
 SIGNATURE = "哪个区打算把“住所云”升级，把沿街商铺也纳进来？"  # a gold question answered by xuhui-plan alone
@@ -60,17 +60,28 @@ def ingested(cfg, index, files, tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("kind", ["docx", "pdf"])
-def test_copies_give_the_same_cases_and_districts(ingested, kind):
-    want = {c.id: c for c in load_cases(REPO_SEEDS)}
-    got = {c.id: c for c in load_cases(ingested[kind].seeds)}
+def same_cases(seeds: Path, documents=None) -> None:
+    """The cases in `seeds` of these documents (all, by default) are the bundled seeds' cases."""
+    want = {c.id: c for c in load_cases(REPO_SEEDS) if documents is None or c.document in documents}
+    got = {c.id: c for c in load_cases(seeds) if documents is None or c.document in documents}
     assert got.keys() == want.keys()
     words = lambda text: " ".join(text.split())  # noqa: E731  a PDF keeps no runs of spaces
     for k, c in want.items():
         assert (got[k].district, words(got[k].title), got[k].year, got[k].collection, got[k].rank) == \
                (c.district, words(c.title), c.year, c.collection, c.rank), k
         assert got[k].document == c.document
+
+
+@pytest.mark.parametrize("kind", ["docx", "pdf"])
+def test_copies_give_the_same_cases_and_districts(ingested, files, kind):
+    same_cases(ingested[kind].seeds)
     assert all(d["format"] == kind for d in load_manifest(ingested[kind].seeds)["documents"])
+    if kind == "pdf" and shutil.which("soffice"):  # the issue: LibreOffice's PDF of the docx where installed
+        import pdfplumber
+
+        for path in files["pdf"]:
+            with pdfplumber.open(path) as pdf:
+                assert "LibreOffice" in pdf.metadata["Producer"], path.name
 
 
 @pytest.fixture(scope="session")
@@ -229,6 +240,22 @@ def test_a_one_district_report_is_one_case_of_that_district(home, tmp_path):
     assert "奉贤" in case.district_evidence
 
 
+def test_a_collection_headed_by_numbered_titles_gives_the_same_cases(home, tmp_path):
+    """2019 laid out as "一、浦东新区：…" in a .docx and as "1. 浦东…" in a .txt: each file is a
+    collection of its own, with the seed's cases and districts, and the index answers from it."""
+    want = [c for c in load_cases(REPO_SEEDS) if c.document == "2019"]
+    paths = [write_numbered_2019(tmp_path, "docx", "label"), write_numbered_2019(tmp_path, "txt", "sentence")]
+    change = ingest(home, paths, say=quiet, progress=False)
+    assert change.added == tuple(p.stem for p in paths) and change.cases == 2 * len(want) and not change.failed
+    entries = {d["id"]: d for d in load_manifest(home.seeds)["documents"]}
+    index = idx.load(home)
+    for path in paths:
+        assert entries[path.stem]["layout"] == "numbered_titles" and entries[path.stem]["year"] == 2019
+        got = sorted((c for c in index.cases.values() if c.document == path.stem), key=lambda c: c.id)
+        assert [c.district for c in got] == [c.district for c in want]
+        assert all(g.title.endswith(w.title) and "标题" in g.district_evidence for g, w in zip(got, want))
+
+
 # -- bad input: a clear message, and nothing lost ------------------------------------------------
 def test_bad_files_get_clear_messages_and_lose_nothing(home, tmp_path):
     from fpdf import FPDF
@@ -265,6 +292,40 @@ def test_bad_files_get_clear_messages_and_lose_nothing(home, tmp_path):
     for name, message in expected.items():
         assert message in failed[name], (name, failed.get(name))
     assert not change.changed and idx.load(home).manifest == before and listing(home) == docs
+
+
+def test_a_doc_and_a_wps_go_through_libreoffice_and_give_the_same_cases(home, files, tmp_path):
+    """The docx copies of 2019 and jingan-report saved by LibreOffice as Word 97 (.doc), the second
+    under the .wps name that WPS Office gives such files, and ingested in place of the seeds."""
+    soffice = shutil.which("soffice")
+    if not soffice:
+        pytest.skip("LibreOffice is not installed (make test installs libreoffice-writer-nogui)")
+    made = []
+    for doc, suffix in (("2019", ".doc"), ("jingan-report", ".wps")):
+        docx_path = next(p for p in files["docx"] if p.stem == doc)
+        subprocess.run([soffice, f"-env:UserInstallation={(tmp_path / 'profile').as_uri()}", "--headless",
+                        "--convert-to", "doc", "--outdir", str(tmp_path), str(docx_path)],
+                       check=True, capture_output=True, timeout=300)
+        made.append((tmp_path / f"{doc}.doc").rename(tmp_path / f"{doc}{suffix}"))
+    change = ingest(home, made, say=quiet, progress=False)
+    assert sorted(change.replaced) == ["2019", "jingan-report"] and not change.failed
+    same_cases(home.seeds, {"2019", "jingan-report"})
+    originals = {d["id"]: d.get("original") for d in load_manifest(home.seeds)["documents"]}
+    assert (originals["2019"], originals["jingan-report"]) == ("2019.doc", "jingan-report.wps")
+
+
+def test_without_libreoffice_a_doc_gets_a_message_saying_how_to_convert_it(home, files, tmp_path):
+    """RAG_SOFFICE pointed at a binary that is not there, as on a machine without LibreOffice."""
+    old = tmp_path / "2019.doc"
+    shutil.copy(next(p for p in files["docx"] if p.stem == "2019"), old)  # the name decides the route
+    env = {**os.environ, "RAG_HOME": str(home.home), "RAG_SOFFICE": str(tmp_path / "no-such-soffice")}
+    before = listing(home)
+    run = subprocess.run([sys.executable, "-m", "rag.cli", "ingest", "--json", str(old)], env=env,
+                         capture_output=True, text=True)
+    assert run.returncode == 1
+    (name, why), = [(f["file"], f["error"]) for f in json.loads(run.stdout)["failed"]]
+    assert name == "2019.doc" and "需要 LibreOffice" in why and "no-such-soffice" in why and "另存为 .docx" in why
+    assert listing(home) == before
 
 
 def test_markdown_and_html_lines_are_the_files_own(tmp_path):

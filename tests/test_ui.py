@@ -84,7 +84,7 @@ def shot(page, name: str) -> None:
 @pytest.mark.browser
 def test_page_shows_scope_examples_and_settings(page):
     body = page.inner_text("body")
-    assert "上海各区优化营商环境案例（2019–2023 年，5 份文件）" in body
+    assert "上海各区优化营商环境案例（2019–2023 年，5 份文件，50 个案例）" in body
     assert "那徐汇区呢？" in body and "哪个区推出了“一楼一事办”？" in body
     page.get_by_text("设置与索引信息").click()
     page.wait_for_selector("table.settings")

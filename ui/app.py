@@ -85,7 +85,12 @@ def scope_line(cases) -> str:
     years = sorted({c.year for c in cases.values()})
     files = len({c.source for c in cases.values()})
     span = f"{years[0]}–{years[-1]}" if len(years) > 1 else str(years[0])
-    return f"上海各区优化营商环境案例（{span} 年，{files} 份文件）"
+    return f"上海各区优化营商环境案例（{span} 年，{files} 份文件，{len(cases)} 个案例）"
+
+
+def header_html(cases) -> str:
+    return (f'<div class="app-header"><h1>政策案例问答</h1><span class="scope">{scope_line(cases)}</span></div>'
+            '<p class="app-hint">每个回答都注明区、案例和原文出处（seeds/ 中的文件与行号）；材料里没有的，会直说没有找到。</p>')
 
 
 def district_choices(cases) -> list[str]:
@@ -103,6 +108,12 @@ def year_choices(cases) -> list[tuple[str, int]]:
     for c in cases.values():
         by_year.setdefault(c.year, set()).add(c.collection)
     return [(f"{year} 年 · {' / '.join(sorted(cols))}", year) for year, cols in sorted(by_year.items())]
+
+
+def kept(choices: list, picked: list | None) -> list:
+    """The picked values still among the choices (plain values, or (label, value) pairs)."""
+    values = {c[1] if isinstance(c, tuple) else c for c in choices}
+    return [v for v in picked or () if v in values]
 
 
 def settings_html(chain: AnswerChain, cfg: Config, admin: bool = False) -> str:
@@ -162,10 +173,12 @@ def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
         retriever = chain.answerer.retriever
         return retriever.index.cases, retriever.cfg.seeds
 
-    def filter_choices():
+    def filter_choices(*chosen) -> tuple:
+        """The district, year and document filters offering today's choices, each keeping what was
+        chosen of them: a removed document's id would be refused as a value not offered."""
         cases_now = now()[0]
-        return (gr.Dropdown(choices=district_choices(cases_now)), gr.Dropdown(choices=year_choices(cases_now)),
-                gr.Dropdown(choices=document_choices(cases_now)))
+        offered = (district_choices(cases_now), year_choices(cases_now), document_choices(cases_now))
+        return tuple(gr.Dropdown(choices=choices, value=kept(choices, picked)) for choices, picked in zip(offered, chosen))
 
     def chain_input(question, history, districts, years, documents=None) -> dict:
         # Passed as they came: the chain checks their shape and says what is wrong.
@@ -220,8 +233,7 @@ def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
         return settings_html(chain, cfg, is_admin(request, cfg))
 
     with ChatBlocks(title="政策案例问答", analytics_enabled=False) as demo:
-        gr.HTML(f'<div class="app-header"><h1>政策案例问答</h1><span class="scope">{scope_line(cases)}</span></div>'
-                '<p class="app-hint">每个回答都注明区、案例和原文出处（seeds/ 中的文件与行号）；材料里没有的，会直说没有找到。</p>')
+        header = gr.HTML(header_html(cases), elem_id="header")
         with gr.Tabs():
             with gr.Tab("问答", id="chat-tab"):
                 with gr.Row():
@@ -248,11 +260,13 @@ def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
                     send = gr.Button("提问", variant="primary", scale=1, min_width=80, elem_id="send")
                 gr.Examples([[q] for q in EXAMPLES], inputs=[box], label="示例问题（点选后按“提问”）",
                             example_labels=[f"（追问）{q}" if q in FOLLOW_UPS else q for q in EXAMPLES])
+                feedback_refresh, feedback_outputs = (lambda: (), [])
                 if cfg.feedback:
-                    feedback.build(chatbot, turns, FeedbackStore(cfg.feedback_db), cases,
-                                   index_version(chain.answerer.retriever.index.manifest), with_login=bool(cfg.auth))
+                    feedback_refresh, feedback_outputs = feedback.build(
+                        chatbot, turns, FeedbackStore(cfg.feedback_db), lambda: now()[0],
+                        lambda: index_version(chain.answerer.retriever.index.manifest), with_login=bool(cfg.auth))
             with gr.Tab("案例地图", id="atlas-tab") as atlas_tab:
-                atlas.build(cases, cfg.seeds, shapes, atlas_tab)
+                atlas_refresh, atlas_outputs = atlas.build(now, shapes, atlas_tab)
             if admin_tab:
                 changes = Documents(chain, cfg).build(demo)
         with gr.Accordion("设置与索引信息", open=False):
@@ -278,14 +292,24 @@ def build_app(chain: AnswerChain, cfg: Config) -> gr.Blocks:
         chatbot.clear(lambda chosen: ([], {}, districtmap.for_answer(shapes, now()[0], None, chosen or [])),
                       [districts], [history, turns, answer_map], api_visibility="private")
         gr.api(ask, api_name="ask", concurrency_limit=CONCURRENCY)
-        demo.load(settings_for, outputs=[settings], api_visibility="private")
-        if admin_tab:
+        if not admin_tab:
+            demo.load(settings_for, outputs=[settings], api_visibility="private")
+        else:
             demo.upload_limit = MAX_FILE_BYTES
-            # The documents may have changed since the page was built: every page gets today's filters.
-            filters = dict(fn=filter_choices, outputs=[districts, years, documents], api_visibility="private")
-            demo.load(**filters)
+
+            def refreshed(chosen_districts, chosen_years, chosen_documents, request: gr.Request):
+                """Everything the page draws from the documents, from the ones the chain answers from now."""
+                return (header_html(now()[0]), *filter_choices(chosen_districts, chosen_years, chosen_documents),
+                        settings_for(request), *atlas_refresh(), *feedback_refresh())
+
+            # The documents may have changed since the page was built, or in this page's 文档 tab: either
+            # way the page is redrawn from today's, with no restart.
+            refresh = dict(fn=refreshed, inputs=[districts, years, documents],
+                           outputs=[header, districts, years, documents, settings, *atlas_outputs,
+                                                  *feedback_outputs], api_visibility="private")
+            demo.load(**refresh)
             for change in changes:
-                change.then(**filters)
+                change.then(**refresh)
     return demo
 
 

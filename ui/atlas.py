@@ -81,12 +81,15 @@ CSS = """
 """
 
 
-def build(cases: dict[str, Case], seeds: Path, shapes, tab: gr.Tab) -> None:
-    """The tab's contents, inside the caller's `tab`. The map is drawn when the tab is first opened:
-    the page does not ship a second map to people who only ask questions."""
+def build(now, shapes, tab: gr.Tab):
+    """The tab's contents, inside the caller's `tab`. `now()` gives the cases and their folder at each
+    event: the 文档 tab changes them while the server runs. The map is drawn when the tab is opened:
+    the page does not ship a second map to people who only ask questions. Returns the function that
+    redraws the tab after such a change, and its outputs."""
     with gr.Row():
         with gr.Column(scale=3):
-            collection = gr.Radio(collection_choices(cases), value=ALL, label="年份 / 文件", elem_id="atlas-collection")
+            collection = gr.Radio(collection_choices(now()[0]), value=ALL, label="年份 / 文件",
+                                  elem_id="atlas-collection")
             atlas_map = gr.HTML("", js_on_load=districtmap.CLICK_JS,
                                 css_template=districtmap.CSS + CSS, elem_id="atlas-map")
         with gr.Column(scale=4):
@@ -94,18 +97,29 @@ def build(cases: dict[str, Case], seeds: Path, shapes, tab: gr.Tab) -> None:
             text = gr.HTML("", elem_id="atlas-case", css_template=CSS)
 
     def pick_collection(col):
-        return map_html(shapes, cases, col), gr.Radio(choices=[], value=None, label="点击地图上的区"), ""
+        return map_html(shapes, now()[0], col), gr.Radio(choices=[], value=None, label="点击地图上的区"), ""
 
     def pick_district(col, evt: gr.EventData):
         name = (evt._data or {}).get("district")
         if not name:
             return gr.skip(), gr.skip(), gr.skip()
+        cases = now()[0]
         found = cases_of(cases, col, name)
         listed_update = gr.Radio(choices=[(case_label(c), c.id) for c in found], value=None,
                                  label=f"{name}：{len(found)} 个案例（点击查看原文）")
         return map_html(shapes, cases, col, name), listed_update, ""
 
-    tab.select(lambda col: map_html(shapes, cases, col), [collection], [atlas_map], api_visibility="private")
+    def show_case(cid):
+        cases, seeds = now()
+        return case_html(cases[cid], seeds) if cid in cases else ""
+
+    def refresh():
+        # The map goes blank and is drawn from the new cases when the tab is next opened.
+        return (gr.Radio(choices=collection_choices(now()[0]), value=ALL), "",
+                gr.Radio(choices=[], value=None, label="点击地图上的区"), "")
+
+    tab.select(lambda col: map_html(shapes, now()[0], col), [collection], [atlas_map], api_visibility="private")
     collection.change(pick_collection, [collection], [atlas_map, listed, text], api_visibility="private")
     atlas_map.click(pick_district, [collection], [atlas_map, listed, text], api_visibility="private")
-    listed.change(lambda cid: case_html(cases[cid], seeds) if cid else "", [listed], [text], api_visibility="private")
+    listed.change(show_case, [listed], [text], api_visibility="private")
+    return refresh, [collection, atlas_map, listed, text]

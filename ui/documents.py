@@ -16,10 +16,10 @@ import gradio as gr
 
 from rag.chain import AnswerChain
 from rag.config import Config
-from rag.documents import DocumentError
+from rag.documents import CONVERTIBLE, KINDS, DocumentError
 from rag.ingest import Change, ingest, listing, remove
 
-FILE_TYPES = [".docx", ".pdf", ".txt", ".md", ".html"]
+FILE_TYPES = list(KINDS + CONVERTIBLE)
 HEADERS = ["id", "标题", "类型", "年份", "案例", "片段", "导入时间"]
 REFUSED = "只有管理员（RAG_ADMIN 所设的登录）可以管理文档。"
 log = logging.getLogger("rag.chat")
@@ -103,7 +103,7 @@ class Documents:
         the documents, for the page to refresh what depends on them."""
         with gr.Tab("文档", id="documents-tab", visible=False) as tab:
             gr.Markdown("上传的文件加入检索（同名文件替换旧版本，内容未变的文件跳过）；删除的文档不再被检索或引用。"
-                        "支持 .docx .pdf .txt .md .html。")
+                        "支持 .docx .pdf .txt .md .html；.doc .wps 需服务器装有 LibreOffice。")
             table = gr.Dataframe(headers=HEADERS, interactive=False, wrap=True,
                                  elem_id="documents-table")
             with gr.Row():

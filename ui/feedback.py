@@ -20,16 +20,18 @@ def case_choices(cases: dict[str, Case]) -> list[tuple[str, str]]:
                                      for c in sorted(cases.values(), key=lambda c: c.id)]
 
 
-def build(chatbot: gr.Chatbot, turns: gr.State, store: FeedbackStore, cases: dict[str, Case], version: str,
-          with_login: bool) -> None:
-    """`turns`: message index → {question, history, answer} of each answer shown in `chatbot`."""
+def build(chatbot: gr.Chatbot, turns: gr.State, store: FeedbackStore, cases, version, with_login: bool):
+    """`turns`: message index → {question, history, answer} of each answer shown in `chatbot`.
+    `cases()` and `version()` give the index's cases and version at each event: the 文档 tab swaps
+    in a new index while the server runs. Returns the function that offers the new cases after
+    such a change, and its outputs."""
     row_id = gr.State(None)
     with gr.Group(visible=False, elem_id="feedback") as panel:
         status = gr.Markdown(elem_id="feedback-status")
         with gr.Row():
             comment = gr.Textbox(label="补充说明（可选）", placeholder="哪里不对？缺了什么？", scale=3,
                                  elem_id="feedback-comment")
-            right_case = gr.Dropdown(case_choices(cases), value=UNSURE, label="正确的案例是（可选）", scale=2,
+            right_case = gr.Dropdown(case_choices(cases()), value=UNSURE, label="正确的案例是（可选）", scale=2,
                                      elem_id="feedback-case")
         send = gr.Button("提交补充", size="sm", elem_id="feedback-send")
 
@@ -40,7 +42,7 @@ def build(chatbot: gr.Chatbot, turns: gr.State, store: FeedbackStore, cases: dic
         verdict = "up" if like.liked else "down"
         # A user name only behind a login; never an address.
         user = getattr(request, "username", None) if with_login else None
-        new_id = store.record(turn["question"], turn["history"], turn["answer"], verdict, version, user=user)
+        new_id = store.record(turn["question"], turn["history"], turn["answer"], verdict, version(), user=user)
         said = "👍 已记录，谢谢。" if like.liked else "👎 已记录。愿意的话，说说哪里不对，或选出正确的案例："
         return new_id, gr.Group(visible=True), said, "", UNSURE
 
@@ -50,5 +52,9 @@ def build(chatbot: gr.Chatbot, turns: gr.State, store: FeedbackStore, cases: dic
         store.amend(current, text.strip(), case_id or None)
         return "补充已保存，谢谢。它会在人工审核后用于改进评测集。"
 
+    def refresh():
+        return (gr.Dropdown(choices=case_choices(cases()), value=UNSURE),)
+
     chatbot.like(on_like, [turns], [row_id, panel, status, comment, right_case], api_visibility="private")
     send.click(on_send, [row_id, comment, right_case], [status], api_visibility="private")
+    return refresh, [right_case]
