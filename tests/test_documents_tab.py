@@ -101,10 +101,25 @@ def test_the_tab_and_uploads_exist_only_with_a_login_and_an_admin(chain, cfg, ad
     assert "文档" in tab_labels(demo) and demo.upload_limit == MAX_FILE_BYTES
 
 
+def signed_in(p, url: str):
+    """Chromium on the chat page, signed in as the admin."""
+    from test_ui import CHROMIUM, CHROMIUM_ARGS
+
+    browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": 1280, "height": 1000}, locale="zh-CN")
+    page.set_default_timeout(120_000)
+    page.goto(url)
+    page.fill("input[type=text]", "boss")
+    page.fill("input[type=password]", "pw")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#question textarea")
+    return browser, page
+
+
 @pytest.mark.browser
 def test_in_the_browser_the_admin_sees_the_tab_uploads_and_the_chat_cites_the_file(admin, tmp_path):
     from playwright.sync_api import sync_playwright
-    from test_ui import CHROMIUM, CHROMIUM_ARGS, ask, shot
+    from test_ui import ask, shot
 
     from conftest import chat_server
 
@@ -113,14 +128,7 @@ def test_in_the_browser_the_admin_sees_the_tab_uploads_and_the_chat_cites_the_fi
     report.write_text("# 上海市金山区2024年营商环境报告\n\n## 一、主要做法\n\n"
                       "金山区在湾区科创中心推出“湾区快办”专窗，企业登记、许可、社保一窗办结。\n", encoding="utf-8")
     with chat_server(chain, cfg, auth=("boss", "pw")) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000}, locale="zh-CN")
-        page.set_default_timeout(120_000)
-        page.goto(url)
-        page.fill("input[type=text]", "boss")
-        page.fill("input[type=password]", "pw")
-        page.keyboard.press("Enter")
-        page.wait_for_selector("#question textarea")
+        browser, page = signed_in(p, url)
         page.get_by_role("tab", name="文档").click()
         page.wait_for_function("document.querySelector('#documents-table').innerText.includes('xuhui-plan')")
         page.set_input_files("#documents-upload input[type=file]", str(report))
@@ -138,7 +146,7 @@ def test_in_the_browser_an_upload_and_a_removal_redraw_the_page_without_a_restar
     """The header's counts, the 来源文件 filter, the atlas's collections and the feedback's case list
     follow the documents in the same event chain as the change, in the page that made it."""
     from playwright.sync_api import sync_playwright
-    from test_ui import CHROMIUM, CHROMIUM_ARGS, ask, shot
+    from test_ui import ask, shot
 
     from conftest import chat_server
 
@@ -158,14 +166,7 @@ def test_in_the_browser_an_upload_and_a_removal_redraw_the_page_without_a_restar
         return listed
 
     with chat_server(chain, cfg, auth=("boss", "pw")) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000}, locale="zh-CN")
-        page.set_default_timeout(120_000)
-        page.goto(url)
-        page.fill("input[type=text]", "boss")
-        page.fill("input[type=password]", "pw")
-        page.keyboard.press("Enter")
-        page.wait_for_selector("#question textarea")
+        browser, page = signed_in(p, url)
         assert before in page.inner_text("#header") and title not in options("#filter-documents")
 
         page.get_by_role("tab", name="文档").click()
