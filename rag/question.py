@@ -114,6 +114,9 @@ GLOSSARY = {
     "working days": "工作日", "qr code": "码", "code": "码", "platform": "平台", "hotline": "热线",
     "listing": "上市", "ipo": "上市", "compliance": "合规", "recruit": "招聘 揽才", "homestay": "民宿",
     "flower expo": "花博", "expo": "博览会", "survey": "调查", "experience officer": "体验官",
+    "interest rate": "利率", "chamber of commerce": "商会", "financial": "金融", "finance": "金融",
+    "insurance": "保险", "pilot": "试点", "subsidy": "补贴", "fee": "费用", "phone": "电话", "telephone": "电话",
+    "breakfast": "早餐", "enterprise": "企业", "company": "企业", "companies": "企业",
 }
 ENGLISH_KINDS = {"which districts": "哪些区", "which district": "哪个区", "how many days": "几天",
                  "how long": "多久", "how many": "多少", "what year": "哪一年"}

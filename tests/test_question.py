@@ -77,6 +77,7 @@ def test_traditional_full_width_and_english_are_read():
     assert parse("ＡＢＣ１２３ 一网通办").text.startswith("ABC123")
     e = parse("Which district set up the international talent hub in Zhangjiang?")
     assert e.language == "en" and "张江" in e.text and "人才" in e.text
+    assert {"利率", "金山区", "贷款"} <= set(parse("What interest rate did companies pay on Jinshan's loans?").text.split())
 
 
 @pytest.mark.parametrize("question,years,collection", [
