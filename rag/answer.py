@@ -42,6 +42,7 @@ SHAPES = {
     "date": re.compile(r"\d{4}年|\d+月(\d+日)?|[一二三四五六七八九十]+月"),
     "money": re.compile(r"\d[\d.,，]*\s*(万|亿)?元|资金|经费"),
     "percent": re.compile(r"%|％|百分之|成以上|\d+成"),
+    "hours": re.compile(r"\d{1,2}[:：]\d{2}|\d{1,2}[点时](?!击)|全天|24小时|周[一二三四五六日末]|工作日"),
     "person": re.compile(r"(局长|主任|书记|区长|负责人|法官|律师)"),
 }
 # The parts of a case a question about its results or its method reads.

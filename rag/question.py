@@ -70,6 +70,9 @@ ASKS = (
                          r"how much|cost|budget|prize")),
     ("percent", re.compile(r"百分之|百分比|比例|占比|多少成|率(是|为|达到?)?多少|提高了?多少|percent|percentage|rate")),
     # A person asked for; "叫什么名字" names a programme as often as a person.
+    # Opening hours; "几点建议/几点做法" are so many points, "开门红" a good start.
+    ("hours", re.compile(r"几点(?!建议|意见|做法|举措|经验|措施|体会)|营业时间|开门(?!红)|开放时间|办公时间|上班时间|周末开|"
+                         r"opening hours|what time|open on")),
     ("person", re.compile(r"是谁|谁负责|负责人|哪位|\bwho (?:is|was|leads|runs|heads)\b")),
 )
 # Places outside Shanghai a user may name, as the subject of a question or in passing.

@@ -159,6 +159,10 @@ def test_asking_for_more_of_the_same_case_is_not_asking_for_other_districts():
     ("Under Xuhui's mechanism, what happens when a sub-district can't solve it?", ()),
     ("When did Pudong open its talent hub?", ("date",)),
     ("那个码叫什么名字？", ()),
+    ("静安市北那个税务共治点几点开门 周末开不开啊", ("hours",)),
+    ("What time does the Putuo tax hall open on Saturdays?", ("hours",)),
+    ("静安区的信用监管有哪几点做法？", ()),
+    ("一季度开门红，哪个区的重大项目审批提速了？", ()),
 ])
 def test_the_kind_of_fact_asked_for(question, asks):
     assert parse(question).asks == asks
