@@ -32,12 +32,15 @@ LEANS = re.compile(r"^(同时|此外|另外|其中|并且|而且|对此|为此|�
 NUMBER = re.compile(r"\d|[一二两三四五六七八九十百千万]+[天个项家年月次%名户件笔条]")
 FIGURE = r"(?:\d[\d.,，]*|[一二两三四五六七八九十百千万]+)\s*(?:多|余|近)?"
 # How a text counts what a question counts in another measure word: "多少家企业" → "1.5万户".
+# 个 is the general measure word: "多少个体验官" is answered in 位.
 UNITS = {"天": ("天", "个工作日"), "工作日": ("个工作日", "工作日", "天"), "小时": ("小时", "个小时"),
          "家": ("家", "户"), "户": ("户", "家"), "人": ("人", "名", "位"), "名": ("名", "人", "位"),
-         "个": ("个", "项", "处", "家", "座"), "项": ("项", "个", "条"), "次": ("次", "件"), "件": ("件", "次")}
+         "个": ("个", "项", "处", "家", "座", "位", "名", "人", "户", "所", "张", "台", "条", "件"),
+         "项": ("项", "个", "条"), "次": ("次", "件"), "件": ("件", "次")}
 # What a sentence holding each kind of fact looks like (rag.question.ASKS names the kinds).
 SHAPES = {
-    "phone": re.compile(r"\d{3,4}-?\d{7,8}|\d{5,}|热线"),
+    # A number: "开通了热线" does not say which one to call.
+    "phone": re.compile(r"\d{3,4}-?\d{7,8}|\d{5,}"),
     "address": re.compile(r"[路街道]\d+号|\d+[楼层]|\d+号楼"),
     "date": re.compile(r"\d{4}年|\d+月(\d+日)?|[一二三四五六七八九十]+月"),
     "money": re.compile(r"\d[\d.,，]*\s*(万|亿)?元|资金|经费"),
@@ -380,8 +383,9 @@ class Answerer:
         correction, trace = "", {"plan": plan.text}
         if missing:
             correction = self.no_such_collection(query.collection)
-            if not self.terms(query.rest):
-                # "2024年度的优秀案例有哪些？" asks only about the collection that does not exist.
+            if not any(t in self.idf for t in self.terms(query.rest)):
+                # "2024年度的优秀案例有哪些？" asks only about the collection that does not exist; words
+                # the corpus never uses ("上榜啊，我看过了") ask about nothing it could answer.
                 return self.not_found(query, plan.kind, ranked, correction=correction)
         elif (query.claims or query.years) and not query.follow:
             # The question places the practice in a district or a year. Where the evidence for the

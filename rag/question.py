@@ -25,11 +25,11 @@ EMPTY = "问题是空的：请输入一个关于上海各区优化营商环境�
 KINDS = ("which_district", "list_districts", "what_measure", "fact_number", "comparison")
 KIND_RULES = (
     ("comparison", re.compile(r"对比|比较|相比|区别|异同|不同|分别|各自|和.{1,8}(相比|比)|差别|差异|\bvs\b|compare|difference")),
-    ("list_districts", re.compile(r"哪些区|哪几个区|几个区|多少个区|有哪些地方|各区|都有哪些|哪些.{0,6}区|还有(哪|别的|其他|其它)的?区|"
+    ("list_districts", re.compile(r"哪些区|哪几个区|几个区|多少个区|有哪些地方|各区(?!优化营商环境)|都有哪些|哪些.{0,6}区|还有(哪|别的|其他|其它)的?区|"
                                   r"别的区|其他区|其它区|(?:which|what) (?:shanghai |other )?districts|other districts")),
     ("which_district", re.compile(r"哪个区|哪一个区|哪个地方|哪区|是哪里|在哪里|哪个区县|是哪儿|那个区|哪家区|which (?:shanghai )?district|"
                                   r"where (?:is|was|in shanghai)")),
-    ("fact_number", re.compile(r"多少|几[天个项家年月次人名倍成户件笔条所批]|哪一?年|什么时候|何时|几号|"
+    ("fact_number", re.compile(r"多少|几[天个项家年月次人名倍成户件笔条所批周]|几个?(?:小时|分钟|工作日)|哪一?年|什么时候|何时|几号|"
                                r"比例|百分|压缩到|缩短到|减少到|提高到|数量|规模|金额|how (?:many|much|long)|"
                                r"what year|when did|number of|percentage")),
     ("what_measure", re.compile(r"做法|举措|措施|怎么|如何|采取|经验|具体|干了什么|做了什么|有什么|内容|机制|成效|效果|"
@@ -46,13 +46,20 @@ YEAR = re.compile(r"(20\d\d)\s*(?:年度?|年)?")
 BATCH = re.compile(r"第([一二三四五六七八九十\d]+)批")
 LISTS = ("优秀案例", "良好实践", "特色案例")
 # Words that speak of a collection itself: which cases it selected, and how it ranked them.
-COLLECTION_TALK = re.compile(r"上海市?|各区|全市|优化营商环境|营商环境|优秀案例|良好实践|特色案例|案例集?|入选|评选?|"
+COLLECTION_TALK = re.compile(r"上海市?|各区|全市|优化营商环境|营商环境|优秀案例|良好实践|工作特色案例|特色案例|案例集?|"
+                             r"入选|评选?|上榜|榜单|名单|发改委|"
                              r"排名|排第|第[一二三四五六七八九十\d]+名?|都有|有哪些|哪些区?|哪个|是什么")
 # A year that names a collection ("2020年的案例集", "2018年度优秀案例"), not an event inside a case.
 COLLECTION_YEAR = re.compile(r"(20\d\d)\s*年度?[^，。？?]{0,16}(优秀案例|案例集|特色案例|良好实践|评选|排名|那批|这批|一批|案例)")
 # "不用再跑浦东": a place one travels to is not the district asked about.
 TRAVEL = re.compile(r"(?:跑|去|赶|赴|来)(?:到|去|往)?[\u4e00-\u9fff]{2,4}?(?=[，。？?、,！]|$|办|送|跑)")
-QUOTED = re.compile(r"[“\"「『《‘']([^”\"」』》’']{2,20})[”\"」』》’']")
+# An ASCII ' quotes only where it is not an apostrophe: "Jing'an District's 'Huishang Code'" quotes
+# one name, not "an District".
+QUOTED = re.compile(r"(?:[“\"「『《‘]|(?<![A-Za-z])')([^”\"」』》’']{2,20})(?:[”\"」』》’]|'(?![A-Za-z]))")
+# An English question gives a programme's Chinese name in brackets: "'Residence Cloud' (住所云)".
+BRACKETED_HAN = re.compile(r"[(（]([\u4e00-\u9fff]{2,20})[)）]")
+# "21年那批", "22年度": a year of the collections written short.
+SHORT_YEAR = re.compile(r"(?<![\d.])(1[89]|2\d)(?=年度|年(?:那|这|的?(?:优秀|案例|全市|各区)|入选))")
 # "多少名/几天/多少钱": the unit a figure is asked in. "哪几个/好几个/十几个" count nothing: they ask
 # which ones, or are a number of the asker's own.
 ASKED_UNIT = re.compile(r"(?:多少|(?<![哪好十])几(?!十))(?:个|名)?(小时|分钟|工作日|[天个项家年月次人名倍户件笔条台场元万亿秒%张所批])"
@@ -221,7 +228,8 @@ def from_english(text: str) -> str:
 
 
 def detect_kind(text: str) -> str:
-    low = text.lower()
+    """Read from the clauses that ask: "我之前在别的区也见过，想问虹口这个叫什么" asks about 虹口."""
+    low = "，".join(_asking(text)).lower()
     for kind, pattern in KIND_RULES:
         if pattern.search(low):
             if kind == "comparison" and len(places(text)[0]) < 2 and not re.search(r"对比|比较|compare", low):
@@ -236,10 +244,7 @@ def places(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     travel = {d for m in TRAVEL.finditer(text) for d in _districts(m.group(0))}
     asked, passing = [], []
     clauses = [c for c in CLAUSE.split(text) if c.strip()]
-    # An aside ("我老家在宁波，…", "我们在浦东有个厂，…") speaks of the asker, in an earlier
-    # clause than the question; an earlier clause that does not ("徐汇区的“住所云”，现在有多少…")
-    # names the question's subject. When no clause asks anything, every clause counts.
-    asking = [c for c in clauses if _asks(c) or not ASKER.search(c)] or clauses
+    asking = _about(text)
     for clause in clauses:
         for d in _districts(clause):
             (asked if clause in asking and d not in travel else passing).append(d)
@@ -258,14 +263,14 @@ def _district_name(word: str, district: str) -> bool:
 
 def _asks(clause: str) -> bool:
     return bool(re.search(r"哪|什么|怎么|如何|多少|几|吗|呢|么|啥|咋|有没有|是否|请问|介绍|说说|讲讲|\?|？|"
-                          r"做法|举措|经验|案例|which|what|how|where|when|does|did|is there", clause.lower()))
+                          r"做法|举措|经验|which|what|how|where|when|does|did|is there", clause.lower()))
 
 
 def elsewhere(text: str) -> tuple[str, ...]:
     """Places outside Shanghai the question is about: named in the clause that asks, and not as
     the place the asker comes from ("我们在南京也有分公司" is an aside)."""
     out = []
-    for clause in _asking(text):
+    for clause in _about(text):
         for place in ELSEWHERE:
             if place in clause and not re.search(rf"(我|我们|老家|公司|分公司|以前|之前|原来)[^，,。]{{0,6}}{place}", clause):
                 out.append(place)
@@ -281,6 +286,15 @@ def asks(text: str) -> tuple[str, ...]:
     return tuple(a for a, p in ASKS if p.search(asking))
 
 
+def _about(text: str) -> list[str]:
+    """The clauses that speak of the question's subject. An aside ("我老家在宁波，…", "我们在浦东有个
+    厂，…") speaks of the asker, in an earlier clause than the question; an earlier clause that does
+    not ("徐汇区的“住所云”，现在有多少…", "深圳前海推行的…，具体有哪些做法") names the subject.
+    When no clause asks anything, every clause counts."""
+    clauses = [c for c in CLAUSE.split(text) if c.strip()]
+    return [c for c in clauses if _asks(c) or not ASKER.search(c)] or clauses
+
+
 def _asking(text: str) -> list[str]:
     """The clauses that ask, those not about the asker first, or the last clause: "当地政府热线回复慢
     得很" asks for no phone number, "我开了几家店" for no count, and "我们在南京也有分公司" is not
@@ -292,8 +306,9 @@ def _asking(text: str) -> list[str]:
 
 def without_collection(text: str) -> str:
     """What the question asks besides the collection it names: "2023年度优秀案例排名第一的是哪个？"
-    asks nothing besides; "2023年度优秀案例里浦东的人才港是怎么做的？" asks about 人才港."""
-    for pattern in (COLLECTION_YEAR, BATCH, COLLECTION_TALK):
+    asks nothing besides, nor does "…，第一批我看过了"; "2023年度优秀案例里浦东的人才港是怎么做的？"
+    asks about 人才港."""
+    for pattern in (COLLECTION_YEAR, BATCH, COLLECTION_TALK, ASKER):
         text = pattern.sub(" ", text)
     return text.strip()
 
@@ -306,6 +321,15 @@ def collection(text: str) -> str:
     if m:
         return f"第{m.group(1)}批"
     return next((name for name in LISTS if name in text), "")
+
+
+def programme_names(text: str, lang: str) -> tuple[str, ...]:
+    """The names the question quotes. The corpus names programmes in Chinese, so an English
+    question's own English quotes are not among them; the Chinese it gives in brackets is."""
+    names = [m.group(1).strip() for m in QUOTED.finditer(text)]
+    if lang == "en":
+        names = [n for n in names if re.search(r"[\u4e00-\u9fff]", n)] + BRACKETED_HAN.findall(text)
+    return tuple(dict.fromkeys(names))
 
 
 def unquoted(text: str) -> str:
@@ -347,7 +371,7 @@ def parse(text: str, history: list[dict] | None = None, max_chars: int = 2000) -
 
 def _parse_one(raw: str, note: str = "") -> Query:
     lang = language(raw)
-    text = normalise(from_english(raw) if lang == "en" else raw)
+    text = SHORT_YEAR.sub(r"20\1", normalise(from_english(raw) if lang == "en" else raw))
     kind = detect_kind(text)
     bare = unquoted(text)
     mentions = place_mentions(bare)
@@ -363,7 +387,7 @@ def _parse_one(raw: str, note: str = "") -> Query:
                  named=tuple(dict.fromkeys(named)),
                  mentioned=passing, elsewhere=elsewhere(text), years=years, collection=collection(text),
                  figures=figures(text), asks=asks(text),
-                 quoted=tuple(dict.fromkeys(m.group(1).strip() for m in QUOTED.finditer(text))),
+                 quoted=programme_names(text, lang),
                  wants=wants, topic=topic(text, mentions), rest=without_collection(text), note=note)
 
 

@@ -85,6 +85,9 @@ def test_unknown_district_is_never_guessed(chain):
     # Asking only about a collection that does not exist, in words that also name cases' rankings.
     "上海市2023年度各区优化营商环境优秀案例排名第一的是哪个案例？",
     "第三批案例里都评了哪些区？",
+    # What the asker has read is no subject; nor is the list's own name.
+    "第二批区优化营商环境工作特色案例都有哪些区上榜啊，第一批我看过了",
+    "第二批 区优化营商环境工作特色案例 名单",
 ])
 def test_abstains_with_nearest_cases(chain, question):
     a = chain.invoke({"question": question})
@@ -101,6 +104,8 @@ def test_a_missing_collection_with_a_real_practice_is_corrected_and_answered(cha
 @pytest.mark.parametrize("question", [
     "浦东国际人才港的咨询电话是多少？",
     "长宁的夜间施工“好办”系统有没有咨询热线？电话号码是多少？",
+    # The case names the hotline but gives no number.
+    "嘉定区“小嘉帮办”推出的“办不成事”反映热线，电话号码是多少？",
 ])
 def test_a_detail_the_case_does_not_hold_is_not_found(chain, question):
     """The programme is real; the phone number is in no sentence of its case."""

@@ -22,6 +22,11 @@ from rag.question import BadQuestion, clean, detect_kind, parse
     ("宝山区和嘉定区的代办服务有什么不同？", "comparison"),
     ("对比一下两个区的做法", "comparison"),
     ("崇明区的花博人家项目", "what_measure"),
+    # 各区 in a collection's name, or other districts in an aside, ask for no list.
+    ("各区在人才服务方面都有什么做法？", "list_districts"),
+    ("上海市2022年度各區優化營商環境優秀案例中，奉賢區的「無科層」審批改革，營業執照最快多少分鐘辦成？", "fact_number"),
+    ("我之前在别的区也见过这种机器人，想问虹口这个机器人叫什么名字？", "what_measure"),
+    ("22年度优秀案例里奉贤的无科层审批改革，营业执照最快几分钟能拿到啊", "fact_number"),
 ])
 def test_kind(question, kind):
     assert detect_kind(parse(question).text) == kind == parse(question).kind
@@ -66,6 +71,8 @@ def test_districts_named_apart_from_places(question, asked, named):
     ("我们在南京也有分公司，想问上海哪个区有企业代办服务？", ()),
     ("我老家在宁波，现在在上海开店，汇商码是哪个区的？", ()),
     ("之前在深圳办过类似的，上海的政银通在哪个区？", ()),
+    # The subject in an opening clause, the question in the next.
+    ("深圳前海推行的商事登記確認制，具體有哪些做法？", ("深圳",)),
 ])
 def test_another_city_in_an_aside_is_not_the_subject(question, elsewhere):
     assert parse(question).elsewhere == elsewhere
@@ -86,6 +93,11 @@ def test_traditional_full_width_and_english_are_read():
     ("第三批案例里有没有虹口的做法", (), "第三批"),
     ("良好实践里静安区做了什么", (), "良好实践"),
     ("浦东人才港是2019年4月开港的吗", (2019,), ""),
+    ("21年那批优秀案例里嘉定的小嘉帮办，帮办站一共现场帮办了几次呀", (2021,), "2021"),
+    ("22年度奉贤的无科层审批改革", (2022,), ""),
+    # Years of a firm's life, not a collection's.
+    ("发展了20年的企业有哪些扶持", (), ""),
+    ("开了22年的老店能不能申请", (), ""),
 ])
 def test_years_and_collections(question, years, collection):
     q = parse(question)
@@ -98,6 +110,10 @@ def test_quoted_programmes_and_claims():
     assert not parse("哪些区做了信用修复？").claims
     # The programme's name stays in what the question is about, place word and all.
     assert "“闵址汇”标准住所库" in parse("徐汇区的“闵址汇”标准住所库有多少地址？").topic
+    # An apostrophe is no quote; an English question's Chinese name in brackets is the programme's.
+    e = parse("How many market entities are registered on Jing'an District's 'Huishang Code' (汇商码) platform?")
+    assert e.quoted == ("汇商码",) and e.districts == ("静安区",)
+    assert parse("What does Minhang's 'Residence Cloud' (住所云) do?").quoted == ("住所云",)
 
 
 @pytest.mark.parametrize("question,history,move", [
