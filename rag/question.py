@@ -24,12 +24,13 @@ EMPTY = "问题是空的：请输入一个关于上海各区优化营商环境�
 
 KINDS = ("which_district", "list_districts", "what_measure", "fact_number", "comparison")
 KIND_RULES = (
-    ("comparison", re.compile(r"对比|比较|相比|区别|异同|不同|分别|各自|和.{1,8}(相比|比)|差别|差异|\bvs\b|compare|difference")),
+    ("comparison", re.compile(r"对比|比较(?!早|晚|多|少|好|快|慢|大|小|高|低|难|麻烦|方便|常见|普遍|成熟)|相比|区别|异同|不同|"
+                              r"分别|各自|和.{1,8}(相比|比)|差别|差异|\bvs\b|compare|difference")),
     ("list_districts", re.compile(r"哪些区|哪几个区|几个区|多少个区|有哪些地方|各区(?!优化营商环境)|都有哪些|哪些.{0,6}区|还有(哪|别的|其他|其它)的?区|"
                                   r"别的区|其他区|其它区|(?:which|what) (?:shanghai |other )?districts|other districts")),
     ("which_district", re.compile(r"哪个区|哪一个区|哪个地方|哪区|是哪里|在哪里|哪个区县|是哪儿|那个区|哪家区|which (?:shanghai )?district|"
                                   r"where (?:is|was|in shanghai)")),
-    ("fact_number", re.compile(r"多少|几[天个项家年月次人名倍成户件笔条所批周]|几个?(?:小时|分钟|工作日)|哪一?年|什么时候|何时|几号|"
+    ("fact_number", re.compile(r"多少|几[天个项家年月次人名倍成户件笔条所批周]|几个?(?:小时|分钟|工作日)|哪一?天|哪一?年|什么时候|何时|几号|"
                                r"比例|百分|压缩到|缩短到|减少到|提高到|数量|规模|金额|how (?:many|much|long)|"
                                r"what year|when did|number of|percentage")),
     ("what_measure", re.compile(r"做法|举措|措施|怎么|如何|采取|经验|具体|干了什么|做了什么|有什么|内容|机制|成效|效果|"
@@ -61,8 +62,8 @@ BRACKETED_HAN = re.compile(r"[(（]([\u4e00-\u9fff]{2,20})[)）]")
 # "21年那批", "22年度": a year of the collections written short.
 SHORT_YEAR = re.compile(r"(?<![\d.])(1[89]|2\d)(?=年度|年(?:那|这|的?(?:优秀|案例|全市|各区)|入选))")
 # "多少名/几天/多少钱": the unit a figure is asked in. "哪几个/好几个/十几个" count nothing: they ask
-# which ones, or are a number of the asker's own.
-ASKED_UNIT = re.compile(r"(?:多少|(?<![哪好十])几(?!十))(?:个|名)?(小时|分钟|工作日|[天个项家年月次人名倍户件笔条台场元万亿秒%张所批])"
+# which ones, or are a number of the asker's own; "有几个区" is counted by the list itself.
+ASKED_UNIT = re.compile(r"(?:多少|(?<![哪好十])几(?!十))(?:个|名)?(小时|分钟|工作日|[天个项家年月次人名倍户件笔条台场元万亿秒%张所批])(?!区)"
                         r"|多少[^，。？?]{0,4}?(钱|补贴|资金|投资|费用|经费)|(第)几")
 # The kind of fact a question asks for, where the text must hold one of its shape to answer it.
 ASKS = (
@@ -229,10 +230,11 @@ def from_english(text: str) -> str:
 
 def detect_kind(text: str) -> str:
     """Read from the clauses that ask: "我之前在别的区也见过，想问虹口这个叫什么" asks about 虹口."""
-    low = "，".join(_asking(text)).lower()
+    clauses = [c for c in CLAUSE.split(text) if c.strip()]
+    low = "，".join([c for c in clauses if _asks(c)] or clauses[-1:]).lower()
     for kind, pattern in KIND_RULES:
         if pattern.search(low):
-            if kind == "comparison" and len(places(text)[0]) < 2 and not re.search(r"对比|比较|compare", low):
+            if kind == "comparison" and len(places(text)[0]) < 2 and not re.search(r"对比|比较一?下|compare", low):
                 continue
             return kind
     return "what_measure"
@@ -262,8 +264,8 @@ def _district_name(word: str, district: str) -> bool:
 
 
 def _asks(clause: str) -> bool:
-    return bool(re.search(r"哪|什么|怎么|如何|多少|几|吗|呢|么|啥|咋|有没有|是否|请问|介绍|说说|讲讲|\?|？|"
-                          r"做法|举措|经验|which|what|how|where|when|does|did|is there", clause.lower()))
+    return bool(re.search(r"哪|谁|什么|怎么|如何|多少|几|吗|呢|么|啥|咋|有没有|是否|请问|介绍|说说|讲讲|\?|？|"
+                          r"做法|举措|经验|对比|比较一?下|which|what|how|where|when|does|did|is there|compare", clause.lower()))
 
 
 def elsewhere(text: str) -> tuple[str, ...]:

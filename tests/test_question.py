@@ -27,6 +27,10 @@ from rag.question import BadQuestion, clean, detect_kind, parse
     ("上海市2022年度各區優化營商環境優秀案例中，奉賢區的「無科層」審批改革，營業執照最快多少分鐘辦成？", "fact_number"),
     ("我之前在别的区也见过这种机器人，想问虹口这个机器人叫什么名字？", "what_measure"),
     ("22年度优秀案例里奉贤的无科层审批改革，营业执照最快几分钟能拿到啊", "fact_number"),
+    # 比较 as "rather" compares nothing; a request to compare, in a clause about the asker, does.
+    ("深圳那边商事登记改革搞得比较早。浦东的确认制若干规定是从哪天开始施行的？", "fact_number"),
+    ("领导让我写材料对比上海两个区的改革，奉贤搞了审核独任制，徐汇设了独任审批官，能帮我比较一下两者的适用范围吗？", "comparison"),
+    ("Compare the 2021 cases of the Jing'an and Putuo tax bureaus: what did each one do?", "comparison"),
 ])
 def test_kind(question, kind):
     assert detect_kind(parse(question).text) == kind == parse(question).kind
@@ -175,6 +179,8 @@ def test_asking_for_more_of_the_same_case_is_not_asking_for_other_districts():
     ("Under Xuhui's mechanism, what happens when a sub-district can't solve it?", ()),
     ("When did Pudong open its talent hub?", ("date",)),
     ("那个码叫什么名字？", ()),
+    # "是谁" asks in a clause of its own, before "叫什么名字".
+    ("宝山区美迪西项目里，罗店镇的首席代办员是谁？叫什么名字？", ("person",)),
     ("静安市北那个税务共治点几点开门 周末开不开啊", ("hours",)),
     ("What time does the Putuo tax hall open on Saturdays?", ("hours",)),
     ("静安区的信用监管有哪几点做法？", ()),
