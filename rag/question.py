@@ -23,6 +23,8 @@ INVISIBLE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|[\u200b-\u200f\u2028-\u202e\u
 EMPTY = "问题是空的：请输入一个关于上海各区优化营商环境案例的问题。"
 
 KINDS = ("which_district", "list_districts", "what_measure", "fact_number", "comparison")
+# Asking to compare, as a request ("对比一下", "比较下", "compare"), not 比较 as "rather".
+COMPARE = r"对比|比较一?下|compare"
 KIND_RULES = (
     ("comparison", re.compile(r"对比|比较(?!早|晚|多|少|好|快|慢|大|小|高|低|难|麻烦|方便|常见|普遍|成熟)|相比|区别|异同|不同|"
                               r"分别|各自|和.{1,8}(相比|比)|差别|差异|\bvs\b|compare|difference")),
@@ -230,11 +232,10 @@ def from_english(text: str) -> str:
 
 def detect_kind(text: str) -> str:
     """Read from the clauses that ask: "我之前在别的区也见过，想问虹口这个叫什么" asks about 虹口."""
-    clauses = [c for c in CLAUSE.split(text) if c.strip()]
-    low = "，".join([c for c in clauses if _asks(c)] or clauses[-1:]).lower()
+    low = "，".join(_requests(text)).lower()
     for kind, pattern in KIND_RULES:
         if pattern.search(low):
-            if kind == "comparison" and len(places(text)[0]) < 2 and not re.search(r"对比|比较一?下|compare", low):
+            if kind == "comparison" and len(places(text)[0]) < 2 and not re.search(COMPARE, low):
                 continue
             return kind
     return "what_measure"
@@ -245,8 +246,8 @@ def places(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     or named in a clause that is not the question is mentioned, not asked about."""
     travel = {d for m in TRAVEL.finditer(text) for d in _districts(m.group(0))}
     asked, passing = [], []
-    clauses = [c for c in CLAUSE.split(text) if c.strip()]
-    asking = _about(text)
+    clauses = _clauses(text)
+    asking = _about(clauses)
     for clause in clauses:
         for d in _districts(clause):
             (asked if clause in asking and d not in travel else passing).append(d)
@@ -265,14 +266,14 @@ def _district_name(word: str, district: str) -> bool:
 
 def _asks(clause: str) -> bool:
     return bool(re.search(r"哪|谁|什么|怎么|如何|多少|几|吗|呢|么|啥|咋|有没有|是否|请问|介绍|说说|讲讲|\?|？|"
-                          r"做法|举措|经验|对比|比较一?下|which|what|how|where|when|does|did|is there|compare", clause.lower()))
+                          rf"做法|举措|经验|{COMPARE}|which|what|how|where|when|does|did|is there", clause.lower()))
 
 
 def elsewhere(text: str) -> tuple[str, ...]:
-    """Places outside Shanghai the question is about: named in the clause that asks, and not as
-    the place the asker comes from ("我们在南京也有分公司" is an aside)."""
+    """Places outside Shanghai the question is about: named in a clause about the subject, and not
+    as the place the asker comes from ("我们在南京也有分公司" is an aside)."""
     out = []
-    for clause in _about(text):
+    for clause in _about(_clauses(text)):
         for place in ELSEWHERE:
             if place in clause and not re.search(rf"(我|我们|老家|公司|分公司|以前|之前|原来)[^，,。]{{0,6}}{place}", clause):
                 out.append(place)
@@ -288,22 +289,29 @@ def asks(text: str) -> tuple[str, ...]:
     return tuple(a for a, p in ASKS if p.search(asking))
 
 
-def _about(text: str) -> list[str]:
+def _clauses(text: str) -> list[str]:
+    return [c for c in CLAUSE.split(text) if c.strip()]
+
+
+def _about(clauses: list[str]) -> list[str]:
     """The clauses that speak of the question's subject. An aside ("我老家在宁波，…", "我们在浦东有个
     厂，…") speaks of the asker, in an earlier clause than the question; an earlier clause that does
     not ("徐汇区的“住所云”，现在有多少…", "深圳前海推行的…，具体有哪些做法") names the subject.
     When no clause asks anything, every clause counts."""
-    clauses = [c for c in CLAUSE.split(text) if c.strip()]
     return [c for c in clauses if _asks(c) or not ASKER.search(c)] or clauses
 
 
+def _requests(text: str) -> list[str]:
+    """The clauses that ask, or the last clause when none does."""
+    clauses = _clauses(text)
+    return [c for c in clauses if _asks(c)] or clauses[-1:]
+
+
 def _asking(text: str) -> list[str]:
-    """The clauses that ask, those not about the asker first, or the last clause: "当地政府热线回复慢
-    得很" asks for no phone number, "我开了几家店" for no count, and "我们在南京也有分公司" is not
-    about 南京."""
-    clauses = [c for c in CLAUSE.split(text) if c.strip()]
-    asking = [c for c in clauses if _asks(c)]
-    return [c for c in asking if not ASKER.search(c)] or asking or clauses[-1:]
+    """The clauses that ask, those not about the asker first: "当地政府热线回复慢得很" asks for no
+    phone number, "我开了几家店" for no count, and "我们在南京也有分公司" is not about 南京."""
+    requests = _requests(text)
+    return [c for c in requests if not ASKER.search(c)] or requests
 
 
 def without_collection(text: str) -> str:
