@@ -47,6 +47,7 @@ SHAPES = {
     "percent": re.compile(r"%|％|百分之|成以上|\d+成"),
     "hours": re.compile(r"\d{1,2}[:：]\d{2}|\d{1,2}[点时](?!击)|全天|24小时|周[一二三四五六日末]|工作日"),
     "person": re.compile(r"(局长|主任|书记|区长|负责人|法官|律师)"),
+    "area": re.compile(r"平方米|平方公里|平米|㎡|亩|公顷"),
 }
 # The parts of a case a question about its results or its method reads.
 EFFECT_SECTION = re.compile(r"成效|效果|成果")
@@ -214,9 +215,19 @@ class Answerer:
             # sentence that holds one carries what the question is about, against its best sentence.
             **self.slot(query, hit.case.id, terms),
             "terms": math.log1p(sum(terms.values())),
-            "elsewhere": float(bool(query.elsewhere)),
+            # A place outside Shanghai the question is about that the case never names: "深圳前海的商事登记
+            # 确认制" is not Pudong's case, "香港投资者在香港的银行递材料" is.
+            "elsewhere": (sum(p not in case_text for p in query.elsewhere) / len(query.elsewhere)) if query.elsewhere else 0.0,
             "english": float(query.language == "en"),
         }
+
+    def stated_absent(self, query: Query, hits: list[Hit]) -> float:
+        """"闵行区企业服务平台2.0版", "青浦区2022年处理了多少件": the share of the numbers the question
+        states about its subject that none of the best cases mentions, so the detail asked about is
+        in none of them. A comparison's two years may each be one case's."""
+        def held(n: str) -> bool:
+            return any(n in self.case_text[h.case.id] or n == str(h.case.year) or n in h.case.collection for h in hits)
+        return sum(not held(n) for n in query.stated) / len(query.stated) if query.stated else 0.0
 
     @staticmethod
     def local(terms: dict[str, float], sentences: list[str]) -> dict[str, float]:
@@ -231,13 +242,16 @@ class Answerer:
             return {"slot_absent": 0.0, "slot_gap": 0.0}
         units = counted_in(query)
         sentences = self.case_sentences[case_id]
+        terms = {t: w for t, w in terms.items() if not any(t in a for a in query.asked_in)}
         local = self.local(terms, sentences)
 
         def holds(s: str) -> bool:
             return bool(units and re.search(FIGURE + units, s)) or \
                 any(SHAPES[a].search(s) for a in query.asks)
-        best = max((self.coverage(local, s) for s in sentences), default=0.0)
-        support = [self.coverage(local, s) for s in sentences if holds(s)]
+        # "该中心位于铁岭路38号…": a sentence that leans on the one before it is read with it.
+        read = [prev + s if LEANS.match(s) else s for prev, s in zip(["", *sentences], sentences)]
+        best = max((self.coverage(local, r) for r in read), default=0.0)
+        support = [self.coverage(local, r) for s, r in zip(sentences, read) if holds(s)]
         return {"slot_absent": float(not support), "slot_gap": best - max(support, default=0.0)}
 
     def sentence_features(self, query: Query, case: Case, text: str) -> list[tuple[dict[str, float], Evidence]]:
@@ -404,7 +418,8 @@ class Answerer:
         trace["ranking"] = [h.case.id for h in in_filter[:10]] + \
                            [h.case.id for h in ranked if h not in in_filter][:max(0, 10 - len(in_filter))]
 
-        trace["answerable"] = self.features(query, best, top, plan.text)
+        trace["answerable"] = {**self.features(query, best, top, plan.text),
+                               "stated_absent": self.stated_absent(query, in_filter[:3])}
         p = self.decisions.answerable(trace["answerable"])
         if p < self.decisions.answer_threshold and not plan.only:
             answer = self.not_found(query, plan.kind, ranked, p=p, correction=correction)

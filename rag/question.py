@@ -65,25 +65,35 @@ BRACKETED_HAN = re.compile(r"[(（]([\u4e00-\u9fff]{2,20})[)）]")
 SHORT_YEAR = re.compile(r"(?<![\d.])(1[89]|2\d)(?=年度|年(?:那|这|的?(?:优秀|案例|全市|各区)|入选))")
 # "多少名/几天/多少钱": the unit a figure is asked in. "哪几个/好几个/十几个" count nothing: they ask
 # which ones, or are a number of the asker's own; "有几个区" is counted by the list itself.
-ASKED_UNIT = re.compile(r"(?:多少|(?<![哪好十])几(?!十))(?:个|名)?(小时|分钟|工作日|[天个项家年月次人名倍户件笔条台场元万亿秒%张所批])(?!区)"
+ASKED_UNIT = re.compile(r"(?:多少|(?<![哪好十])几(?!十))(?:个|名)?(小时|分钟|工作日|[天个项家年月次人名位倍户件笔条台场元万亿秒%张所批])(?!区)"
                         r"|多少[^，。？?]{0,4}?(钱|补贴|资金|投资|费用|经费)|(第)几")
+# A number the question states ("2.0版", "2020年", "39家"): the detail it asks about is one the
+# evidence must hold. A year written as a collection's ("2022年度") is a claim the premise check reads.
+# "2019到2022年这几批": the span of the collections, not a detail.
+YEAR_RANGE = re.compile(r"20\d\d\s*年?\s*(?:到|至|-|—|~|and|to)\s*20\d\d")
+STATED = re.compile(r"(?<![\d.])\d+(?:\.\d+)?(?![\d.]*\s*年度)|第[一二三四五六七八九十\d]+[批期版轮届]")
 # The kind of fact a question asks for, where the text must hold one of its shape to answer it.
 ASKS = (
     ("phone", re.compile(r"电话|热线|号码|联系方式|phone|hotline|contact number")),
     # Asking where a thing is, not about an address programme ("多个经营地址", "住所云 address platform").
     ("address", re.compile(r"地址在哪|地址是|什么地址|哪个地址|门牌|几楼|哪一?层|在哪条路|address of|"
-                           r"what(?:'s| is) the address|which floor")),
+                           r"what(?:'s| is) the address|which floor|which building|street number|where exactly")),
     # "哪年入选/哪一批" asks for a collection, which every case carries; this is a date in the text.
-    ("date", re.compile(r"哪天|哪一天|几月几[日号]|几号|什么时候|何时|日期|(?<!批)哪一?年(?!.{0,6}(入选|案例|评))|"
+    ("date", re.compile(r"哪天|哪一天|几月几[日号]|几号|什么时候|啥时候?|何时|几时|日期|(?<!批)哪一?年(?!.{0,6}(入选|案例|评))|"
+                        r"(?:上线|施行|实施|发布|印发|启用|开通|成立|揭牌|开业|推出)的?时间|"
                         r"\bwhen (?:did|was|were|will|is|does|do)\b|^when\b|what date")),
-    ("money", re.compile(r"多少钱|多少万|多少元|奖金|资助|补贴多少|费用|经费|预算|成本是?多少|花了多少|金额|"
-                         r"how much|cost|budget|prize")),
-    ("percent", re.compile(r"百分之|百分比|比例|占比|多少成|率(是|为|达到?)?多少|提高了?多少|percent|percentage|rate")),
-    # A person asked for; "叫什么名字" names a programme as often as a person.
+    ("money", re.compile(r"多少钱|多少万|多少元|奖金|资助|补贴多少|费用|经费|预算|成本是?多少|花了多少|金额|额度|收费|手续费|"
+                         r"要钱|年薪|工资|薪资|how much|cost|budget|prize|fee|salary|amount")),
+    ("percent", re.compile(r"百分之|百分比|比例|占比|多少成|率(是|为|达到?)?多少|提高了?多少|利率|费率|多少个点|"
+                           r"percent|percentage|rate")),
+    # "多大" alone asks a size of anything ("多大担保规模", "多大作用").
+    ("area", re.compile(r"面积|多少平|几平|平方|how big|how large|square met|floor area")),
     # Opening hours; "几点建议/几点做法" are so many points, "开门红" a good start.
     ("hours", re.compile(r"几点(?!建议|意见|做法|举措|经验|措施|体会)|营业时间|开门(?!红)|开放时间|办公时间|上班时间|周末开|"
                          r"opening hours|what time|open on")),
-    ("person", re.compile(r"是谁|谁负责|负责人|哪位|\bwho (?:is|was|leads|runs|heads)\b")),
+    # A person asked for; "叫什么名字" names a programme as often as a person.
+    ("person", re.compile(r"是谁|谁负责|负责人|哪一?位(?!.{0,3}(?:企业|公司|单位))|姓名|\bwho (?:is|was|leads|runs|heads)\b|"
+                          r"(?:person|official)'s name")),
 )
 # Places outside Shanghai a user may name, as the subject of a question or in passing.
 ELSEWHERE = ("北京", "深圳", "广州", "杭州", "苏州", "南京", "成都", "天津", "重庆", "武汉", "西安", "宁波",
@@ -131,8 +141,9 @@ GLOSSARY = {
     "insurance": "保险", "pilot": "试点", "subsidy": "补贴", "fee": "费用", "phone": "电话", "telephone": "电话",
     "breakfast": "早餐", "enterprise": "企业", "company": "企业", "companies": "企业",
 }
+# "how many" counts in any measure word ("how many financial service officers"): 多少个.
 ENGLISH_KINDS = {"which districts": "哪些区", "which district": "哪个区", "how many days": "几天",
-                 "how long": "多久", "how many": "多少", "what year": "哪一年"}
+                 "how long": "多久", "how many": "多少个", "what year": "哪一年"}
 
 
 @dataclass(frozen=True)
@@ -159,7 +170,9 @@ class Query:
     years: tuple[int, ...] = ()
     collection: str = ""  # a collection the question names: "2020", "第三批", "良好实践"…
     figures: tuple[str, ...] = ()  # units asked for: 天, 家, 元…
-    asks: tuple[str, ...] = ()  # the kinds of fact asked for: phone, address, date, money, percent, person
+    asks: tuple[str, ...] = ()  # the kinds of fact asked for: phone, address, date, money, percent, area, hours, person
+    asked_in: tuple[str, ...] = ()  # the words that ask for those facts ("地址", "面积", "几点开门"): not what they are about
+    stated: tuple[str, ...] = ()  # numbers and ordinals the question states about its subject: "2.0", "2020", "第二批"
     quoted: tuple[str, ...] = ()  # programme names in quotes
     wants: str = ""  # "effect", "year" or "" (the case as such)
     topic: str = ""  # the text without district names: what the question is about
@@ -225,7 +238,8 @@ def from_english(text: str) -> str:
     low = text.lower()
     added = [zh for en, zh in sorted(GLOSSARY.items(), key=lambda kv: -len(kv[0]))
              if re.search(rf"(?<![a-z]){re.escape(en)}s?(?![a-z])", low)]
-    added += [zh for en, zh in ENGLISH_KINDS.items() if en in low]
+    kinds = [en for en in ENGLISH_KINDS if en in low]
+    added += [ENGLISH_KINDS[en] for en in kinds if not any(en != k and en in k for k in kinds)]
     # In front: after the question mark they would stand in a clause of their own, not the question's.
     return f"{' '.join(dict.fromkeys(added))} {text}".strip()
 
@@ -270,10 +284,14 @@ def _asks(clause: str) -> bool:
 
 
 def elsewhere(text: str) -> tuple[str, ...]:
-    """Places outside Shanghai the question is about: named in a clause about the subject, and not
-    as the place the asker comes from ("我们在南京也有分公司" is an aside)."""
+    """Places outside Shanghai the question is about: named in the sentence that asks, in a clause
+    about the subject, and not as the place the asker comes from ("我们在南京也有分公司" is an aside).
+    The sentences before the question tell the asker's story ("上回在苏州社保中心排了一上午队。听说
+    上海有个区…"): whatever places they name, it asks about the one it asks about."""
+    sentences = [s for s in SENTENCE_STOP.split(text) if s.strip()]
+    asking = ([s for s in sentences if _asks(s)] or sentences or [""])[-1]
     out = []
-    for clause in _about(_clauses(text)):
+    for clause in _about(_clauses(asking)):
         for place in ELSEWHERE:
             if place in clause and not re.search(rf"(我|我们|老家|公司|分公司|以前|之前|原来)[^，,。]{{0,6}}{place}", clause):
                 out.append(place)
@@ -284,9 +302,23 @@ def figures(text: str) -> tuple[str, ...]:
     return tuple(next(g for g in m.groups() if g) for c in _asking(text) for m in ASKED_UNIT.finditer(c))
 
 
+def stated(text: str) -> tuple[str, ...]:
+    """The numbers the question states in the clauses about its subject ("39家企业具体是哪些" states
+    39, "我2019年在苏州开了公司" states nothing about the subject), less a collection it names."""
+    text = re.sub(r"(?<=\d),(?=\d{3})", "", COLLECTION_YEAR.sub(" ", YEAR_RANGE.sub(" ", text)))
+    about = "，".join(_about(_clauses(text)))
+    return tuple(dict.fromkeys(m.group(0) for m in STATED.finditer(about)))
+
+
 def asks(text: str) -> tuple[str, ...]:
     asking = "，".join(_asking(text)).lower()
     return tuple(a for a, p in ASKS if p.search(asking))
+
+
+def asked_in(text: str) -> tuple[str, ...]:
+    """The words that ask for a fact: a sentence giving the address ("铁岭路38号") need not say 地址."""
+    asking = "，".join(_asking(text)).lower()
+    return tuple(dict.fromkeys(m.group(0) for _, p in ASKS for m in p.finditer(asking)))
 
 
 def _clauses(text: str) -> list[str]:
@@ -396,7 +428,7 @@ def _parse_one(raw: str, note: str = "") -> Query:
     return Query(raw=raw, text=text, language=lang, kind=kind, districts=asked,
                  named=tuple(dict.fromkeys(named)),
                  mentioned=passing, elsewhere=elsewhere(text), years=years, collection=collection(text),
-                 figures=figures(text), asks=asks(text),
+                 figures=figures(text), asks=asks(text), asked_in=asked_in(text), stated=stated(text),
                  quoted=programme_names(text, lang),
                  wants=wants, topic=topic(text, mentions), rest=without_collection(text), note=note)
 

@@ -77,6 +77,10 @@ def test_districts_named_apart_from_places(question, asked, named):
     ("之前在深圳办过类似的，上海的政银通在哪个区？", ()),
     # The subject in an opening clause, the question in the next.
     ("深圳前海推行的商事登記確認制，具體有哪些做法？", ("深圳",)),
+    # The sentences before the question tell the asker's story, whatever they ask in passing.
+    ("我爸妈年纪大了，上回在苏州社保中心排了一上午队也没弄明白要交啥材料。听说上海有个区专门有人全程陪老人办事，是哪个区？", ()),
+    ("去年在杭州那边办税体验还不错。听说静安区打造了一个标准化办税服务厅，具体怎么做的？", ()),
+    ("我看了些资料。北京的接诉即办机制在企业服务上具体是怎么运作的？", ("北京",)),
 ])
 def test_another_city_in_an_aside_is_not_the_subject(question, elsewhere):
     assert parse(question).elsewhere == elsewhere
@@ -185,6 +189,17 @@ def test_asking_for_more_of_the_same_case_is_not_asking_for_other_districts():
     ("What time does the Putuo tax hall open on Saturdays?", ("hours",)),
     ("静安区的信用监管有哪几点做法？", ()),
     ("一季度开门红，哪个区的重大项目审批提速了？", ()),
+    # Spoken and terse ways to ask for a date, a rate, an area, a person.
+    ("徐汇开办企业一窗通3.0版啥时候上线啊", ("date",)),
+    ("闵行区企业服务平台 2.0版 上线时间", ("date",)),
+    ("松江批次包业务给企业的贷款利率一般是多少？", ("percent",)),
+    ("临港在奉贤扩区区域做的区域评估试点，覆盖面积有多大？", ("area",)),
+    ("What is the maximum amount a single company can borrow?", ("money",)),
+    ("羅店鎮的首席代辦員是哪一位？姓名是什麼？", ("person",)),
+    # "多大" alone asks the size of anything; "哪一位企业" asks which firm.
+    ("是在市担保中心新增授权的多大担保规模内进行的？", ()),
+    ("这个做法对企业的帮助有多大？", ()),
+    ("首席代办员对接的是哪一位企业负责人？", ("person",)),
 ])
 def test_the_kind_of_fact_asked_for(question, asks):
     assert parse(question).asks == asks
@@ -202,6 +217,22 @@ def test_the_kind_of_fact_asked_for(question, asks):
 ])
 def test_the_figure_asked_for(question, figures):
     assert parse(question).figures == figures
+
+
+@pytest.mark.parametrize("question,stated", [
+    ("闵行区企业服务平台是不是出2.0版了？啥时候上线的", ("2.0",)),
+    ("青浦区2022年一年里处理了多少件信用修复？", ("2022",)),
+    ("静安区首批静安才管家重点服务的39家企业具体是哪些？", ("39",)),
+    ("宝山区首席代办员的第二批重点项目服务清单里有多少家企业？", ("第二批",)),
+    ("Refunds under 100,000 yuan are auto-approved. When will that be raised?", ("100000",)),
+    # A collection's year, the span of the collections, a number in the asker's story: no detail.
+    ("2022年度 奉贤 无科层审批 营业执照 最快多少分钟", ()),
+    ("2021年全市各区优化营商环境优秀案例里浦东的人才港是怎么做的？", ()),
+    ("2019到2022年这几批案例里，由区税务部门牵头的办税服务案例分别来自哪些区？", ()),
+    ("我2019年在苏州开了公司，想问浦东人才港几天办完", ()),
+])
+def test_the_numbers_a_question_states(question, stated):
+    assert parse(question).stated == stated
 
 
 
