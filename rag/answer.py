@@ -262,6 +262,7 @@ class Answerer:
         lowered = [e.sentence.text.lower() for e in evidence]
         local = self.local(terms, lowered)
         units = counted_in(query)
+        how = query.kind == "what_measure" and not query.wants
         out = []
         for e, low in zip(evidence, lowered):
             s = e.sentence.text
@@ -271,6 +272,10 @@ class Answerer:
                          "figure": float(bool(query.figures or query.kind == "fact_number") and bool(NUMBER.search(s))),
                          "unit": float(bool(units and re.search(FIGURE + units, s))),
                          "effect": float(query.wants == "effect" and any(EFFECT_SECTION.search(p) for p in e.chunk.section)),
+                         # What they did is told under 主要做法; the lines before any section are the
+                         # case's background, which restates the question's topic without answering it.
+                         "method": float(how and any(METHOD_SECTION.search(p) for p in e.chunk.section[:1])),
+                         "intro": float(how and not e.chunk.section),
                          "short": float(len(s) < 20)}, e))
         return out
 
