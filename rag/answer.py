@@ -46,7 +46,7 @@ SHAPES = {
     "money": re.compile(r"\d[\d.,，]*\s*(万|亿)?元|资金|经费"),
     "percent": re.compile(r"%|％|百分之|成以上|\d+成"),
     "hours": re.compile(r"\d{1,2}[:：]\d{2}|\d{1,2}[点时](?!击)|全天|24小时|周[一二三四五六日末]|工作日"),
-    "person": re.compile(r"(局长|主任|书记|区长|负责人|法官|律师)"),
+    "person": re.compile(r"(局长|主任|书记|区长|负责人|法官|律师|劳模)"),
     "area": re.compile(r"平方米|平方公里|平米|㎡|亩|公顷"),
 }
 # The parts of a case a question about its results or its method reads.

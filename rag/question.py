@@ -62,16 +62,18 @@ QUOTED = re.compile(r"(?:[“\"「『《‘]|(?<![A-Za-z])')([^”\"」』》’
 # An English question gives a programme's Chinese name in brackets: "'Residence Cloud' (住所云)".
 BRACKETED_HAN = re.compile(r"[(（]([\u4e00-\u9fff]{2,20})[)）]")
 # "21年那批", "22年度": a year of the collections written short.
-SHORT_YEAR = re.compile(r"(?<![\d.])(1[89]|2\d)(?=年度|年(?:那|这|的?(?:优秀|案例|全市|各区)|入选))")
+SHORT_YEAR = re.compile(r"(?<![\d.])(1[89]|2\d)(?=年度|年(?:那|这|第[一二三四五六七八九十\d]+批|的?(?:优秀|案例|全市|各区)|入选))")
 # "多少名/几天/多少钱": the unit a figure is asked in. "哪几个/好几个/十几个" count nothing: they ask
 # which ones, or are a number of the asker's own; "有几个区" is counted by the list itself.
 ASKED_UNIT = re.compile(r"(?:多少|(?<![哪好十])几(?!十))(?:个|名)?(小时|分钟|工作日|[天个项家年月次人名位倍户件笔条台场元万亿秒%张所批])(?!区)"
                         r"|多少[^，。？?]{0,4}?(钱|补贴|资金|投资|费用|经费)|(第)几")
 # A number the question states ("2.0版", "2020年", "39家"): the detail it asks about is one the
-# evidence must hold. A year written as a collection's ("2022年度") is a claim the premise check reads.
+# evidence must hold. A collection it names ("2022年度", "第一批") is a claim the premise check reads.
+# "In the 2021 collection": a collection named in English.
+ENGLISH_COLLECTION = re.compile(r"20\d\d\s+(?:collection|batch|edition|list)", re.I)
 # "2019到2022年这几批": the span of the collections, not a detail.
 YEAR_RANGE = re.compile(r"20\d\d\s*年?\s*(?:到|至|-|—|~|and|to)\s*20\d\d")
-STATED = re.compile(r"(?<![\d.])\d+(?:\.\d+)?(?![\d.]*\s*年度)|第[一二三四五六七八九十\d]+[批期版轮届]")
+STATED = re.compile(r"(?<![\d.])\d+(?:\.\d+)?(?![\d.]*\s*年度)|第[一二三四五六七八九十\d]+[期版轮届]")
 # The kind of fact a question asks for, where the text must hold one of its shape to answer it.
 ASKS = (
     ("phone", re.compile(r"电话|热线|号码|联系方式|phone|hotline|contact number")),
@@ -305,7 +307,9 @@ def figures(text: str) -> tuple[str, ...]:
 def stated(text: str) -> tuple[str, ...]:
     """The numbers the question states in the clauses about its subject ("39家企业具体是哪些" states
     39, "我2019年在苏州开了公司" states nothing about the subject), less a collection it names."""
-    text = re.sub(r"(?<=\d),(?=\d{3})", "", COLLECTION_YEAR.sub(" ", YEAR_RANGE.sub(" ", text)))
+    for pattern in (YEAR_RANGE, COLLECTION_YEAR, BATCH, ENGLISH_COLLECTION):
+        text = pattern.sub(" ", text)
+    text = re.sub(r"(?<=\d),(?=\d{3})", "", text)
     about = "，".join(_about(_clauses(text)))
     return tuple(dict.fromkeys(m.group(0) for m in STATED.finditer(about)))
 

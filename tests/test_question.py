@@ -223,13 +223,15 @@ def test_the_figure_asked_for(question, figures):
     ("闵行区企业服务平台是不是出2.0版了？啥时候上线的", ("2.0",)),
     ("青浦区2022年一年里处理了多少件信用修复？", ("2022",)),
     ("静安区首批静安才管家重点服务的39家企业具体是哪些？", ("39",)),
-    ("宝山区首席代办员的第二批重点项目服务清单里有多少家企业？", ("第二批",)),
+    ("徐汇开办企业一窗通第三期什么时候上线？", ("第三期",)),
     ("Refunds under 100,000 yuan are auto-approved. When will that be raised?", ("100000",)),
     # A collection's year, the span of the collections, a number in the asker's story: no detail.
     ("2022年度 奉贤 无科层审批 营业执照 最快多少分钟", ()),
     ("2021年全市各区优化营商环境优秀案例里浦东的人才港是怎么做的？", ()),
     ("2019到2022年这几批案例里，由区税务部门牵头的办税服务案例分别来自哪些区？", ()),
     ("我2019年在苏州开了公司，想问浦东人才港几天办完", ()),
+    ("19年第一批區營商環境特色案例裡，長寧的工地夜間施工「好辦」系統，最快幾分鐘能辦結？", ()),
+    ("In the 2021 collection of excellent district cases, how many seats did Jiading set up?", ()),
 ])
 def test_the_numbers_a_question_states(question, stated):
     assert parse(question).stated == stated
