@@ -165,6 +165,9 @@ class Answerer:
         self.case_text = {cid: "\n".join(c.text for c in chunks).lower() for cid, chunks in self.by_case.items()}
         self.case_sentences = {cid: list(dict.fromkeys(s.text.lower() for c in chunks for s in c.sentences))
                                for cid, chunks in self.by_case.items()}
+        # "该中心位于铁岭路38号…": a sentence that leans on the one before it, read with it.
+        self.case_reads = {cid: [prev + s if LEANS.match(s) else s for prev, s in zip(["", *sents], sents)]
+                           for cid, sents in self.case_sentences.items()}
         self.collections = {c.year for c in index.cases.values() if c.kind == "case_collection"}
         self.titles = {c.id: re.sub(r"\s+", "", c.title) for c in index.cases.values()}
         # One search text is weighed for every candidate case and every sentence: tokenise it once.
@@ -248,8 +251,7 @@ class Answerer:
         def holds(s: str) -> bool:
             return bool(units and re.search(FIGURE + units, s)) or \
                 any(SHAPES[a].search(s) for a in query.asks)
-        # "该中心位于铁岭路38号…": a sentence that leans on the one before it is read with it.
-        read = [prev + s if LEANS.match(s) else s for prev, s in zip(["", *sentences], sentences)]
+        read = self.case_reads[case_id]
         best = max((self.coverage(local, r) for r in read), default=0.0)
         support = [self.coverage(local, r) for s, r in zip(sentences, read) if holds(s)]
         return {"slot_absent": float(not support), "slot_gap": best - max(support, default=0.0)}

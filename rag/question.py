@@ -67,12 +67,12 @@ SHORT_YEAR = re.compile(r"(?<![\d.])(1[89]|2\d)(?=年度|年(?:那|这|第[一�
 # which ones, or are a number of the asker's own; "有几个区" is counted by the list itself.
 ASKED_UNIT = re.compile(r"(?:多少|(?<![哪好十])几(?!十))(?:个|名)?(小时|分钟|工作日|[天个项家年月次人名位倍户件笔条台场元万亿秒%张所批])(?!区)"
                         r"|多少[^，。？?]{0,4}?(钱|补贴|资金|投资|费用|经费)|(第)几")
-# A number the question states ("2.0版", "2020年", "39家"): the detail it asks about is one the
-# evidence must hold. A collection it names ("2022年度", "第一批") is a claim the premise check reads.
 # "In the 2021 collection": a collection named in English.
 ENGLISH_COLLECTION = re.compile(r"20\d\d\s+(?:collection|batch|edition|list)", re.I)
 # "2019到2022年这几批": the span of the collections, not a detail.
 YEAR_RANGE = re.compile(r"20\d\d\s*年?\s*(?:到|至|-|—|~|and|to)\s*20\d\d")
+# A number the question states ("2.0版", "2020年", "39家"): the detail it asks about is one the
+# evidence must hold. A collection it names ("2022年度", "第一批") is a claim the premise check reads.
 STATED = re.compile(r"(?<![\d.])\d+(?:\.\d+)?(?![\d.]*\s*年度)|第[一二三四五六七八九十\d]+[期版轮届]")
 # The kind of fact a question asks for, where the text must hold one of its shape to answer it.
 ASKS = (
@@ -174,7 +174,7 @@ class Query:
     figures: tuple[str, ...] = ()  # units asked for: 天, 家, 元…
     asks: tuple[str, ...] = ()  # the kinds of fact asked for: phone, address, date, money, percent, area, hours, person
     asked_in: tuple[str, ...] = ()  # the words that ask for those facts ("地址", "面积", "几点开门"): not what they are about
-    stated: tuple[str, ...] = ()  # numbers and ordinals the question states about its subject: "2.0", "2020", "第二批"
+    stated: tuple[str, ...] = ()  # numbers and ordinals the question states about its subject: "2.0", "2020", "第三期"
     quoted: tuple[str, ...] = ()  # programme names in quotes
     wants: str = ""  # "effect", "year" or "" (the case as such)
     topic: str = ""  # the text without district names: what the question is about
@@ -314,15 +314,12 @@ def stated(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(m.group(0) for m in STATED.finditer(about)))
 
 
-def asks(text: str) -> tuple[str, ...]:
+def asks(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(the kinds of fact asked for, the words that ask for them): a sentence giving the address
+    ("铁岭路38号") need not say 地址."""
     asking = "，".join(_asking(text)).lower()
-    return tuple(a for a, p in ASKS if p.search(asking))
-
-
-def asked_in(text: str) -> tuple[str, ...]:
-    """The words that ask for a fact: a sentence giving the address ("铁岭路38号") need not say 地址."""
-    asking = "，".join(_asking(text)).lower()
-    return tuple(dict.fromkeys(m.group(0) for _, p in ASKS for m in p.finditer(asking)))
+    found = [(a, m.group(0)) for a, p in ASKS for m in p.finditer(asking)]
+    return tuple(dict.fromkeys(a for a, _ in found)), tuple(dict.fromkeys(w for _, w in found))
 
 
 def _clauses(text: str) -> list[str]:
@@ -428,11 +425,12 @@ def _parse_one(raw: str, note: str = "") -> Query:
         asked, passing = (), tuple(dict.fromkeys(passing + asked))
     named = tuple(d for _, word, d in mentions if d in asked and _district_name(word, d))
     years = tuple(int(y) for y in YEAR.findall(text))
+    kinds, asked_in = asks(text)
     wants = next((w for w, p in WANTS if p.search(text.lower())), "")
     return Query(raw=raw, text=text, language=lang, kind=kind, districts=asked,
                  named=tuple(dict.fromkeys(named)),
                  mentioned=passing, elsewhere=elsewhere(text), years=years, collection=collection(text),
-                 figures=figures(text), asks=asks(text), asked_in=asked_in(text), stated=stated(text),
+                 figures=figures(text), asks=kinds, asked_in=asked_in, stated=stated(text),
                  quoted=programme_names(text, lang),
                  wants=wants, topic=topic(text, mentions), rest=without_collection(text), note=note)
 
