@@ -21,7 +21,7 @@ import numpy as np
 from rag.chunking import Chunk, Sentence
 from rag.corpus import Case
 from rag.decide import Decisions
-from rag.question import Query
+from rag.question import NEXT, Query
 from rag.retrieve import Evidence, Filters, Hit, Retriever
 
 NO_DISTRICT = "（文中未注明所属区）"
@@ -43,11 +43,15 @@ SHAPES = {
     "phone": re.compile(r"\d{3,4}-?\d{7,8}|\d{5,}"),
     "address": re.compile(r"[路街道]\d+号|\d+[楼层]|\d+号楼"),
     "date": re.compile(r"\d{4}年|\d+月(\d+日)?|[一二三四五六七八九十]+月"),
-    "money": re.compile(r"\d[\d.,，]*\s*(万|亿)?元|资金|经费"),
+    # "封顶额度300万的补贴" leaves out 元; "3万户" counts households.
+    "money": re.compile(r"\d[\d.,，]*\s*(万|亿)?元|\d[\d.,，]*\s*[万亿](?![户人家个项件名余多平次位条座笔])|资金|经费"),
     "percent": re.compile(r"%|％|百分之|成以上|\d+成"),
     "hours": re.compile(r"\d{1,2}[:：]\d{2}|\d{1,2}[点时](?!击)|全天|24小时|周[一二三四五六日末]|工作日"),
     "person": re.compile(r"(局长|主任|书记|区长|负责人|法官|律师|劳模)"),
     "area": re.compile(r"平方米|平方公里|平米|㎡|亩|公顷"),
+    # An organisation by its name ("上海银行", "上海家化有限公司"), not a count of them ("12家银行").
+    "names": re.compile(r"[\u4e00-\u9fffA-Za-z]*[^\W\d_家个些类所多各余批][\u4e00-\u9fff]?(?:有限公司|公司|集团|银行|医院|大学|研究院)"),
+    "ordinal": re.compile(r"第[一二三四五六七八九十百\d]+[批期届轮版次]"),
 }
 # The parts of a case a question about its results or its method reads.
 EFFECT_SECTION = re.compile(r"成效|效果|成果")
@@ -242,7 +246,7 @@ class Answerer:
 
     def slot(self, query: Query, case_id: str, terms: dict[str, float]) -> dict[str, float]:
         if not (query.figures or query.asks):
-            return {"slot_absent": 0.0, "slot_gap": 0.0}
+            return {"slot_absent": 0.0, "slot_gap": 0.0, "stated_apart": 0.0}
         units = counted_in(query)
         sentences = self.case_sentences[case_id]
         terms = {t: w for t, w in terms.items() if not any(t in a for a in query.asked_in)}
@@ -254,7 +258,11 @@ class Answerer:
         read = self.case_reads[case_id]
         best = max((self.coverage(local, r) for r in read), default=0.0)
         support = [self.coverage(local, r) for s, r in zip(sentences, read) if holds(s)]
-        return {"slot_absent": float(not support), "slot_gap": best - max(support, default=0.0)}
+        # "2020年一共服务了多少个项目": the year stated stands in the sentence that answers.
+        stated = [n.lower() for n in query.stated]
+        return {"slot_absent": float(not support), "slot_gap": best - max(support, default=0.0),
+                "stated_apart": float(bool(stated) and not any(holds(s) and all(n in r for n in stated)
+                                                                for s, r in zip(sentences, read)))}
 
     def sentence_features(self, query: Query, case: Case, text: str) -> list[tuple[dict[str, float], Evidence]]:
         """How well each sentence of the case answers the question; the sentence model is fitted on these.
@@ -404,9 +412,10 @@ class Answerer:
         correction, trace = "", {"plan": plan.text}
         if missing:
             correction = self.no_such_collection(query.collection)
-            if not any(t in self.idf for t in self.terms(query.rest)):
+            if query.collection == NEXT or not any(t in self.idf for t in self.terms(query.rest)):
                 # "2024年度的优秀案例有哪些？" asks only about the collection that does not exist; words
-                # the corpus never uses ("上榜啊，我看过了") ask about nothing it could answer.
+                # the corpus never uses ("上榜啊，我看过了") ask about nothing it could answer; whatever
+                # one asks of the next batch, no document holds it.
                 return self.not_found(query, plan.kind, ranked, correction=correction)
         elif (query.claims or query.years) and not query.follow:
             # The question places the practice in a district or a year. Where the evidence for the
@@ -458,6 +467,8 @@ class Answerer:
             return False
         if name.isdigit():
             return int(name) not in self.collections
+        if name == NEXT:
+            return True
         if name.startswith("第"):
             # The series has one numbered batch: 第一批 (2019).
             return name != "第一批"

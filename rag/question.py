@@ -47,10 +47,13 @@ WANTS = (
 YEAR = re.compile(r"(20\d\d)\s*(?:年度?|年)?")
 # A collection named by its place in a series or its list ("第一批", "良好实践").
 BATCH = re.compile(r"第([一二三四五六七八九十\d]+)批")
+# "下一批案例什么时候发布": a collection not yet published, so in no document.
+NEXT_BATCH = re.compile(r"下一?(?:批|届|期|轮)(?=[^，。？?]{0,16}(?:案例|评选))|(?:案例|评选)[^。？?]{0,12}下一?(?:批|届|期|轮)")
 LISTS = ("优秀案例", "良好实践", "特色案例")
+NEXT = "下一批"
 # Words that speak of a collection itself: which cases it selected, and how it ranked them.
 COLLECTION_TALK = re.compile(r"上海市?|各区|全市|优化营商环境|营商环境|优秀案例|良好实践|工作特色案例|特色案例|案例集?|"
-                             r"入选|评选?|上榜|榜单|名单|发改委|"
+                             r"入选|评选?|上榜|榜单|名单|发改委|发布|公布|计划|预计|什么时候|啥时候|何时|"
                              r"排名|排第|第[一二三四五六七八九十\d]+名?|都有|有哪些|哪些区?|哪个|是什么")
 # A year that names a collection ("2020年的案例集", "2018年度优秀案例"), not an event inside a case.
 COLLECTION_YEAR = re.compile(r"(20\d\d)\s*年度?[^，。？?]{0,16}(优秀案例|案例集|特色案例|良好实践|评选|排名|那批|这批|一批|案例)")
@@ -66,7 +69,7 @@ SHORT_YEAR = re.compile(r"(?<![\d.])(1[89]|2\d)(?=年度|年(?:那|这|第[一�
 # "多少名/几天/多少钱": the unit a figure is asked in. "哪几个/好几个/十几个" count nothing: they ask
 # which ones, or are a number of the asker's own; "有几个区" is counted by the list itself.
 ASKED_UNIT = re.compile(r"(?:多少|(?<![哪好十])几(?!十))(?:个|名)?(小时|分钟|工作日|[天个项家年月次人名位倍户件笔条台场元万亿秒%张所批])(?!区)"
-                        r"|多少[^，。？?]{0,4}?(钱|补贴|资金|投资|费用|经费)|(第)几")
+                        r"|多少[^，。？?]{0,4}?(钱|补贴|资金|投资|费用|经费)")
 # "In the 2021 collection": a collection named in English.
 ENGLISH_COLLECTION = re.compile(r"20\d\d\s+(?:collection|batch|edition|list)", re.I)
 # "2019到2022年这几批": the span of the collections, not a detail.
@@ -93,6 +96,11 @@ ASKS = (
     # Opening hours; "几点建议/几点做法" are so many points, "开门红" a good start.
     ("hours", re.compile(r"几点(?!建议|意见|做法|举措|经验|措施|体会)|营业时间|开门(?!红)|开放时间|办公时间|上班时间|周末开|"
                          r"opening hours|what time|open on")),
+    # "第几批试点", "第几届大赛": an ordinal the text states as 第八批.
+    ("ordinal", re.compile(r"第几|哪一?(?:期|届|轮)|which (?:batch|round|edition|phase|session)")),
+    # Which organisations, by name: "12家银行具体是哪几家" is not answered by the count.
+    ("names", re.compile(r"哪几家|哪些家|哪些(?:银行|企业|公司|机构)|(?:银行|企业|公司|机构)[^，。？?]{0,8}(?:具体|分别)是?哪|"
+                         r"名单|which (?:companies|banks|firms)|names of")),
     # A person asked for; "叫什么名字" names a programme as often as a person.
     ("person", re.compile(r"是谁|谁负责|负责人|哪一?位(?!.{0,3}(?:企业|公司|单位))|姓名|\bwho (?:is|was|leads|runs|heads)\b|"
                           r"(?:person|official)'s name")),
@@ -281,7 +289,8 @@ def _district_name(word: str, district: str) -> bool:
 
 
 def _asks(clause: str) -> bool:
-    return bool(re.search(r"哪|谁|什么|怎么|如何|多少|几|吗|呢|么|啥|咋|有没有|是否|请问|介绍|说说|讲讲|\?|？|"
+    # "打12345也没啥用" says, not asks.
+    return bool(re.search(r"哪|谁|(?<!没)(?:什么|啥)|怎么|如何|多少|几|吗|呢|么|咋|有没有|是否|请问|介绍|说说|讲讲|\?|？|"
                           rf"做法|举措|经验|{COMPARE}|which|what|how|where|when|does|did|is there", clause.lower()))
 
 
@@ -303,7 +312,6 @@ def elsewhere(text: str) -> tuple[str, ...]:
 def figures(text: str) -> tuple[str, ...]:
     return tuple(next(g for g in m.groups() if g) for c in _asking(text) for m in ASKED_UNIT.finditer(c))
 
-
 def stated(text: str) -> tuple[str, ...]:
     """The numbers the question states in the clauses about its subject ("39家企业具体是哪些" states
     39, "我2019年在苏州开了公司" states nothing about the subject), less a collection it names."""
@@ -313,7 +321,6 @@ def stated(text: str) -> tuple[str, ...]:
     about = "，".join(_about(_clauses(text)))
     return tuple(dict.fromkeys(m.group(0) for m in STATED.finditer(about)))
 
-
 def asks(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(the kinds of fact asked for, the words that ask for them): a sentence giving the address
     ("铁岭路38号") need not say 地址."""
@@ -321,10 +328,8 @@ def asks(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     found = [(a, m.group(0)) for a, p in ASKS for m in p.finditer(asking)]
     return tuple(dict.fromkeys(a for a, _ in found)), tuple(dict.fromkeys(w for _, w in found))
 
-
 def _clauses(text: str) -> list[str]:
     return [c for c in CLAUSE.split(text) if c.strip()]
-
 
 def _about(clauses: list[str]) -> list[str]:
     """The clauses that speak of the question's subject. An aside ("我老家在宁波，…", "我们在浦东有个
@@ -333,12 +338,10 @@ def _about(clauses: list[str]) -> list[str]:
     When no clause asks anything, every clause counts."""
     return [c for c in clauses if _asks(c) or not ASKER.search(c)] or clauses
 
-
 def _requests(text: str) -> list[str]:
     """The clauses that ask, or the last clause when none does."""
     clauses = _clauses(text)
     return [c for c in clauses if _asks(c)] or clauses[-1:]
-
 
 def _asking(text: str) -> list[str]:
     """The clauses that ask, those not about the asker first: "当地政府热线回复慢得很" asks for no
@@ -346,15 +349,13 @@ def _asking(text: str) -> list[str]:
     requests = _requests(text)
     return [c for c in requests if not ASKER.search(c)] or requests
 
-
 def without_collection(text: str) -> str:
     """What the question asks besides the collection it names: "2023年度优秀案例排名第一的是哪个？"
     asks nothing besides, nor does "…，第一批我看过了"; "2023年度优秀案例里浦东的人才港是怎么做的？"
     asks about 人才港."""
-    for pattern in (COLLECTION_YEAR, BATCH, COLLECTION_TALK, ASKER):
+    for pattern in (COLLECTION_YEAR, BATCH, NEXT_BATCH, COLLECTION_TALK, ASKER):
         text = pattern.sub(" ", text)
     return text.strip()
-
 
 def collection(text: str) -> str:
     m = COLLECTION_YEAR.search(text)
@@ -363,8 +364,9 @@ def collection(text: str) -> str:
     m = BATCH.search(text)
     if m:
         return f"第{m.group(1)}批"
+    if NEXT_BATCH.search(text):
+        return NEXT
     return next((name for name in LISTS if name in text), "")
-
 
 def programme_names(text: str, lang: str) -> tuple[str, ...]:
     """The names the question quotes. The corpus names programmes in Chinese, so an English
@@ -374,12 +376,10 @@ def programme_names(text: str, lang: str) -> tuple[str, ...]:
         names = [n for n in names if re.search(r"[\u4e00-\u9fff]", n)] + BRACKETED_HAN.findall(text)
     return tuple(dict.fromkeys(names))
 
-
 def unquoted(text: str) -> str:
     """The text with quoted names blanked out, at the same length: a place inside a programme's
     name (“闵址汇”, “花博人家”) names the programme, not the district asked about."""
     return QUOTED.sub(lambda m: "＿" * len(m.group(0)), text)
-
 
 def topic(text: str, mentions: list[tuple[int, str, str]]) -> str:
     """The question without the districts and places it names (`mentions`: place_mentions of its
@@ -388,7 +388,6 @@ def topic(text: str, mentions: list[tuple[int, str, str]]) -> str:
     for pos, word, _ in sorted(mentions, key=lambda m: -m[0]):
         out = out[:pos] + " " + out[pos + len(word):]
     return re.sub(r"\s+", " ", out).strip()
-
 
 def parse(text: str, history: list[dict] | None = None, max_chars: int = 2000) -> Query:
     """The one entry point. `history` is the chat so far ([{"role", "content", "case_ids"?}]); an
@@ -410,7 +409,6 @@ def parse(text: str, history: list[dict] | None = None, max_chars: int = 2000) -
     elif move == "same_case" and query.wants:
         kind = "fact_number" if query.wants == "year" else "what_measure"
     return replace(query, kind=kind, follow=Follow(previous, shown, move, _last_answer(history or [])))
-
 
 def _parse_one(raw: str, note: str = "") -> Query:
     lang = language(raw)
@@ -434,11 +432,9 @@ def _parse_one(raw: str, note: str = "") -> Query:
                  quoted=programme_names(text, lang),
                  wants=wants, topic=topic(text, mentions), rest=without_collection(text), note=note)
 
-
 def names_a_kind(text: str) -> bool:
     """The question's own words name a kind (as opposed to "那松江区呢？", which borrows one)."""
     return any(p.search(text.lower()) for _, p in KIND_RULES)
-
 
 def _previous(history: list[dict], max_chars: int) -> Query | None:
     """The last user turn that stood on its own: a follow-up's topic is the original question's."""
@@ -451,7 +447,6 @@ def _previous(history: list[dict], max_chars: int) -> Query | None:
     standing = [q for q in parsed if not _leans_on_history(q)]
     return (standing or parsed or [None])[-1]
 
-
 def _leans_on_history(query: Query) -> bool:
     """A question that needs the turn before: anaphora, or too short to stand alone."""
     low = query.text.lower()
@@ -462,7 +457,6 @@ def _leans_on_history(query: Query) -> bool:
     asks_where = query.kind in ("which_district", "list_districts") and len(query.topic) >= 8
     return not (query.quoted or len(query.topic) > 14 or asks_where)
 
-
 def _move(query: Query) -> str:
     low = query.text.lower()
     for move, pattern in MOVES:
@@ -472,11 +466,9 @@ def _move(query: Query) -> str:
         return "swap_district"
     return "same_case"
 
-
 def _last_answer(history: list[dict]) -> str:
     replies = [str(m.get("content") or "") for m in history if m.get("role") == "assistant"]
     return replies[-1].strip().split("\n")[0] if replies else ""
-
 
 def _shown(history: list[dict]) -> tuple[str, ...]:
     """The case ids of the last answer, when the history carries them."""
@@ -487,5 +479,4 @@ def _shown(history: list[dict]) -> tuple[str, ...]:
                 return tuple(str(i) for i in ids if isinstance(i, str))
             return ()
     return ()
-
 

@@ -103,6 +103,10 @@ def test_traditional_full_width_and_english_are_read():
     ("浦东人才港是2019年4月开港的吗", (2019,), ""),
     ("21年那批优秀案例里嘉定的小嘉帮办，帮办站一共现场帮办了几次呀", (2021,), "2021"),
     ("22年度奉贤的无科层审批改革", (2022,), ""),
+    # The next batch is a collection no document holds; the next round of a programme is not one.
+    ("下一批区优化营商环境优秀案例什么时候发布？", (), "下一批"),
+    ("听说每年都会评营商环境案例，那下一批啥时候出啊", (), "下一批"),
+    ("奉贤早餐圆桌下一场啥时候开", (), ""),
     # Years of a firm's life, not a collection's.
     ("发展了20年的企业有哪些扶持", (), ""),
     ("开了22年的老店能不能申请", (), ""),
@@ -200,6 +204,15 @@ def test_asking_for_more_of_the_same_case_is_not_asking_for_other_districts():
     ("是在市担保中心新增授权的多大担保规模内进行的？", ()),
     ("这个做法对企业的帮助有多大？", ()),
     ("首席代办员对接的是哪一位企业负责人？", ("person",)),
+    # An amount asked as a limit, an ordinal, organisations by name; a count of them is no name.
+    ("杨浦区困难行业稳就业补贴的封顶额度是多少？", ("money",)),
+    ("上海家化被纳入了第几批全电票试点？", ("ordinal",)),
+    ("Which batch of e-invoice trials did the company join?", ("ordinal",)),
+    ("崇明合作的12家银行具体是哪几家？", ("names",)),
+    ("我想知道具体是哪些银行", ("names",)),
+    ("奉贤的“四个一”云审批具体是哪四个“一”？", ()),
+    ("那三个服务团具体是哪些？", ()),
+    ("崇明区合作了多少家银行？", ()),
 ])
 def test_the_kind_of_fact_asked_for(question, asks):
     assert parse(question).asks == asks
@@ -232,6 +245,8 @@ def test_the_figure_asked_for(question, figures):
     ("我2019年在苏州开了公司，想问浦东人才港几天办完", ()),
     ("19年第一批區營商環境特色案例裡，長寧的工地夜間施工「好辦」系統，最快幾分鐘能辦結？", ()),
     ("In the 2021 collection of excellent district cases, how many seats did Jiading set up?", ()),
+    # "打12345也没啥用" is the asker's story, not the question.
+    ("我以前住静安的时候打12345也没啥用。想问问长宁批了夜间施工以后，执法的人靠什么系统看？", ()),
 ])
 def test_the_numbers_a_question_states(question, stated):
     assert parse(question).stated == stated
