@@ -109,6 +109,14 @@ ASKS = (
 ELSEWHERE = ("北京", "深圳", "广州", "杭州", "苏州", "南京", "成都", "天津", "重庆", "武汉", "西安", "宁波",
              "厦门", "青岛", "合肥", "长沙", "郑州", "济南", "雄安", "香港", "澳门", "台湾", "海淀", "朝阳区",
              "无锡", "昆山", "嘉兴", "温州", "东莞", "佛山", "珠海", "新加坡", "全国", "国家层面", "外省")
+# The same places as an English question names them.
+ELSEWHERE_EN = {"beijing": "北京", "shenzhen": "深圳", "guangzhou": "广州", "hangzhou": "杭州", "suzhou": "苏州",
+                "nanjing": "南京", "chengdu": "成都", "tianjin": "天津", "chongqing": "重庆", "wuhan": "武汉",
+                "xi'an": "西安", "xian": "西安", "ningbo": "宁波", "xiamen": "厦门", "qingdao": "青岛", "hefei": "合肥",
+                "changsha": "长沙", "zhengzhou": "郑州", "jinan": "济南", "xiong'an": "雄安", "hong kong": "香港",
+                "macau": "澳门", "macao": "澳门", "taiwan": "台湾", "wuxi": "无锡", "kunshan": "昆山", "jiaxing": "嘉兴",
+                "wenzhou": "温州", "dongguan": "东莞", "foshan": "佛山", "zhuhai": "珠海", "singapore": "新加坡",
+                "qianhai": "深圳"}
 # Pronouns and openers that lean on the previous turn.
 ANAPHORA = re.compile(r"^(那么?|还有|另外|它|他们|这个|这些|该|其|此|这|那)|呢[？?]?$|后来|上面|刚才|前面|这项|这一|类似|同样|"
                       r"也这么|这种|这样的|"
@@ -120,8 +128,9 @@ MOVES = (
     ("earlier", re.compile(r"之前|以前|前一年|早些|更早|上一批|前一批|往年|第一批|earlier|before|previous year")),
     ("later", re.compile(r"后来|之后|后一年|第二年|次年|下一年|升级|新一批|下一批|后一批|最新|later|after|upgrade|next year")),
 )
-SENTENCE_STOP = re.compile(r"[。！？!?；;\n]")
-CLAUSE = re.compile(r"[，,。！？!?；;：:\n]")
+# An English full stop ends a sentence where a space follows it ("2.0版" has none).
+SENTENCE_STOP = re.compile(r"[。！？!?；;\n]|\.(?=\s|$)")
+CLAUSE = re.compile(r"[，,。！？!?；;：:\n]|\.(?=\s|$)")
 ASKER = re.compile(r"我|咱|本人|俺|\b(?:i|we|my|our)\b", re.I)
 
 # English names for the places and the words of this corpus: the BM25 side needs Chinese tokens;
@@ -306,6 +315,8 @@ def elsewhere(text: str) -> tuple[str, ...]:
         for place in ELSEWHERE:
             if place in clause and not re.search(rf"(我|我们|老家|公司|分公司|以前|之前|原来)[^，,。]{{0,6}}{place}", clause):
                 out.append(place)
+        # _about has left out the clauses about the asker ("our plant in Suzhou").
+        out += [zh for en, zh in ELSEWHERE_EN.items() if re.search(rf"(?<![a-z]){re.escape(en)}(?![a-z])", clause.lower())]
     return tuple(dict.fromkeys(out))
 
 

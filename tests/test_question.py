@@ -81,6 +81,10 @@ def test_districts_named_apart_from_places(question, asked, named):
     ("我爸妈年纪大了，上回在苏州社保中心排了一上午队也没弄明白要交啥材料。听说上海有个区专门有人全程陪老人办事，是哪个区？", ()),
     ("去年在杭州那边办税体验还不错。听说静安区打造了一个标准化办税服务厅，具体怎么做的？", ()),
     ("我看了些资料。北京的接诉即办机制在企业服务上具体是怎么运作的？", ("北京",)),
+    # In English: the city as the subject, or in a sentence about the asker.
+    ("How many hours does it take to get a business licence in Shenzhen Qianhai?", ("深圳",)),
+    ("Does Hong Kong let investors register through banks?", ("香港",)),
+    ("My company is in Suzhou. How many days does Pudong take to approve a work permit?", ()),
 ])
 def test_another_city_in_an_aside_is_not_the_subject(question, elsewhere):
     assert parse(question).elsewhere == elsewhere
