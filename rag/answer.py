@@ -488,6 +488,10 @@ class Answerer:
         outside, inside = self.case_text[top.case.id], self.case_text[best.case.id] if best else ""
         only_outside = [w for t, w in terms.items() if t in outside and t not in inside]
         return {"in_claim": float(best is not None),
+                # A word of the question that one case alone in the corpus uses, and it is the one
+                # outside the claim: "无科层" is Fengxian's, whoever the question credits with it.
+                "unique_outside": float(any(len(t) >= 2 and t in outside and t not in inside and
+                                            sum(t in c for c in self.case_text.values()) == 1 for t in terms)),
                 "relative_in_claim": fb["relative"],
                 "quoted_gap": ft["quoted"] - fb["quoted"],
                 "coverage_gap": ft["coverage_sentence"] - fb["coverage_sentence"],

@@ -151,6 +151,9 @@ def test_a_wrong_district_is_corrected(chain, cfg):
     ("黄浦区搞“一楼一次办”的时候，那个购物中心开业用了多少天就把证照全办完了？", "虹口区", "黄浦区"),
     ("徐汇的闵址汇 住所证明一键打印那个 入库了多少个地址了", "闵行区", "徐汇区"),
     ("青浦区为“花博人家”项目实行的“多址备案”，最后一共备案了多少户？", "崇明区", "青浦区"),
+    # Unquoted, spoken: a word only one case in the corpus uses (无科层, 一网畅融) is that case's.
+    ("金山那个无科层审批改革 营业执照最快多少分钟就能拿到来着", "奉贤区", "金山区"),
+    ("松江的一网畅融平台 企业一次能同时跟几家银行谈来着", "金山区", "松江区"),
 ])
 def test_the_case_an_answer_stands_on_corrects_the_district_named(chain, cfg, question, district, wrong):
     a = chain.invoke({"question": question})
