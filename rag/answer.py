@@ -246,7 +246,7 @@ class Answerer:
 
     def slot(self, query: Query, case_id: str, terms: dict[str, float]) -> dict[str, float]:
         if not (query.figures or query.asks):
-            return {"slot_absent": 0.0, "slot_gap": 0.0, "stated_apart": 0.0}
+            return {"slot_absent": 0.0, "slot_gap": 0.0, "rarest_apart": 0.0, "stated_apart": 0.0}
         units = counted_in(query)
         sentences = self.case_sentences[case_id]
         terms = {t: w for t, w in terms.items() if not any(t in a for a in query.asked_in)}
@@ -260,7 +260,12 @@ class Answerer:
         support = [self.coverage(local, r) for s, r in zip(sentences, read) if holds(s)]
         # "2020年一共服务了多少个项目": the year stated stands in the sentence that answers.
         stated = [n.lower() for n in query.stated]
+        # The question's most particular word the case uses ("湾区贷" of the case's many loans): the
+        # detail asked of it stands beside it, not in a sentence about something else.
+        present = [t for t in local if any(t in r for r in read)]
+        rarest = max(present, key=lambda t: local[t], default="")
         return {"slot_absent": float(not support), "slot_gap": best - max(support, default=0.0),
+                "rarest_apart": float(bool(rarest) and not any(holds(s) and rarest in r for s, r in zip(sentences, read))),
                 "stated_apart": float(bool(stated) and not any(holds(s) and all(n in r for n in stated)
                                                                 for s, r in zip(sentences, read)))}
 

@@ -92,7 +92,8 @@ ASKS = (
     ("percent", re.compile(r"百分之|百分比|比例|占比|多少成|率(是|为|达到?)?多少|提高了?多少|利率|费率|多少个点|"
                            r"percent|percentage|rate")),
     # "多大" alone asks a size of anything ("多大担保规模", "多大作用").
-    ("area", re.compile(r"面积|多少平|几平|平方|how big|how large|square met|floor area")),
+    # Spoken: "有几个平方", misheard as "几个平房".
+    ("area", re.compile(r"面积|多少个?平(?!台|均|安)|几个?平(?!台|均|安)|平方|how big|how large|square met|floor area")),
     # Opening hours; "几点建议/几点做法" are so many points, "开门红" a good start.
     ("hours", re.compile(r"几点(?!建议|意见|做法|举措|经验|措施|体会)|营业时间|开门(?!红)|开放时间|办公时间|上班时间|周末开|"
                          r"opening hours|what time|open on")),

@@ -202,6 +202,8 @@ def test_asking_for_more_of_the_same_case_is_not_asking_for_other_districts():
     ("闵行区企业服务平台 2.0版 上线时间", ("date",)),
     ("松江批次包业务给企业的贷款利率一般是多少？", ("percent",)),
     ("临港在奉贤扩区区域做的区域评估试点，覆盖面积有多大？", ("area",)),
+    ("那个服务中心地方有多大啊，有几个平方？", ("area",)),
+    ("有几个平台可以办？", ()),
     ("What is the maximum amount a single company can borrow?", ("money",)),
     ("羅店鎮的首席代辦員是哪一位？姓名是什麼？", ("person",)),
     # "多大" alone asks the size of anything; "哪一位企业" asks which firm.
