@@ -258,8 +258,9 @@ class Answerer:
         read = self.case_reads[case_id]
         best = max((self.coverage(local, r) for r in read), default=0.0)
         support = [self.coverage(local, r) for s, r in zip(sentences, read) if holds(s)]
-        # "2020年一共服务了多少个项目": the year stated stands in the sentence that answers.
-        stated = [n.lower() for n in query.stated]
+        # "2020年一共服务了多少个项目": the year stated stands in the sentence that answers, unless it
+        # is the year the document speaks from ("截至10月底" in the 2023 report).
+        stated = [n.lower() for n in query.stated if n != str(self.retriever.index.cases[case_id].year)]
         # The question's most particular word the case uses ("湾区贷" of the case's many loans): the
         # detail asked of it stands beside it, not in a sentence about something else.
         present = [t for t in local if any(t in r for r in read)]
