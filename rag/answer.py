@@ -257,7 +257,9 @@ class Answerer:
                 any(SHAPES[a].search(s) for a in query.asks)
         read = self.case_reads[case_id]
         best = max((self.coverage(local, r) for r in read), default=0.0)
-        support = [self.coverage(local, r) for s, r in zip(sentences, read) if holds(s)]
+        # The reads of the sentences that hold a fact of the shape asked for.
+        held = [r for s, r in zip(sentences, read) if holds(s)]
+        support = [self.coverage(local, r) for r in held]
         # "2020年一共服务了多少个项目": the year stated stands in the sentence that answers, unless it
         # is the year the document speaks from ("截至10月底" in the 2023 report).
         stated = [n.lower() for n in query.stated if n != str(self.retriever.index.cases[case_id].year)]
@@ -266,9 +268,8 @@ class Answerer:
         present = [t for t in local if any(t in r for r in read)]
         rarest = max(present, key=lambda t: local[t], default="")
         return {"slot_absent": float(not support), "slot_gap": best - max(support, default=0.0),
-                "rarest_apart": float(bool(rarest) and not any(holds(s) and rarest in r for s, r in zip(sentences, read))),
-                "stated_apart": float(bool(stated) and not any(holds(s) and all(n in r for n in stated)
-                                                                for s, r in zip(sentences, read)))}
+                "rarest_apart": float(bool(rarest) and not any(rarest in r for r in held)),
+                "stated_apart": float(bool(stated) and not any(all(n in r for n in stated) for r in held))}
 
     def sentence_features(self, query: Query, case: Case, text: str) -> list[tuple[dict[str, float], Evidence]]:
         """How well each sentence of the case answers the question; the sentence model is fitted on these.

@@ -300,7 +300,7 @@ def _district_name(word: str, district: str) -> bool:
 
 def _asks(clause: str) -> bool:
     # "打12345也没啥用" says, not asks.
-    return bool(re.search(r"哪|谁|(?<!没)(?:什么|啥)|怎么|如何|多少|几|吗|呢|么|咋|有没有|是否|请问|介绍|说说|讲讲|\?|？|"
+    return bool(re.search(r"哪|谁|什么|怎么|如何|多少|几|吗|呢|么|(?<!没)啥|咋|有没有|是否|请问|介绍|说说|讲讲|\?|？|"
                           rf"做法|举措|经验|{COMPARE}|which|what|how|where|when|does|did|is there", clause.lower()))
 
 
@@ -324,6 +324,7 @@ def elsewhere(text: str) -> tuple[str, ...]:
 def figures(text: str) -> tuple[str, ...]:
     return tuple(next(g for g in m.groups() if g) for c in _asking(text) for m in ASKED_UNIT.finditer(c))
 
+
 def stated(text: str) -> tuple[str, ...]:
     """The numbers the question states in the clauses about its subject ("39家企业具体是哪些" states
     39, "我2019年在苏州开了公司" states nothing about the subject), less a collection it names."""
@@ -333,6 +334,7 @@ def stated(text: str) -> tuple[str, ...]:
     about = "，".join(_about(_clauses(text)))
     return tuple(dict.fromkeys(m.group(0) for m in STATED.finditer(about)))
 
+
 def asks(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(the kinds of fact asked for, the words that ask for them): a sentence giving the address
     ("铁岭路38号") need not say 地址."""
@@ -340,8 +342,10 @@ def asks(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     found = [(a, m.group(0)) for a, p in ASKS for m in p.finditer(asking)]
     return tuple(dict.fromkeys(a for a, _ in found)), tuple(dict.fromkeys(w for _, w in found))
 
+
 def _clauses(text: str) -> list[str]:
     return [c for c in CLAUSE.split(text) if c.strip()]
+
 
 def _about(clauses: list[str]) -> list[str]:
     """The clauses that speak of the question's subject. An aside ("我老家在宁波，…", "我们在浦东有个
@@ -350,16 +354,19 @@ def _about(clauses: list[str]) -> list[str]:
     When no clause asks anything, every clause counts."""
     return [c for c in clauses if _asks(c) or not ASKER.search(c)] or clauses
 
+
 def _requests(text: str) -> list[str]:
     """The clauses that ask, or the last clause when none does."""
     clauses = _clauses(text)
     return [c for c in clauses if _asks(c)] or clauses[-1:]
+
 
 def _asking(text: str) -> list[str]:
     """The clauses that ask, those not about the asker first: "当地政府热线回复慢得很" asks for no
     phone number, "我开了几家店" for no count, and "我们在南京也有分公司" is not about 南京."""
     requests = _requests(text)
     return [c for c in requests if not ASKER.search(c)] or requests
+
 
 def without_collection(text: str) -> str:
     """What the question asks besides the collection it names: "2023年度优秀案例排名第一的是哪个？"
@@ -368,6 +375,7 @@ def without_collection(text: str) -> str:
     for pattern in (COLLECTION_YEAR, BATCH, NEXT_BATCH, COLLECTION_TALK, ASKER):
         text = pattern.sub(" ", text)
     return text.strip()
+
 
 def collection(text: str) -> str:
     m = COLLECTION_YEAR.search(text)
@@ -380,6 +388,7 @@ def collection(text: str) -> str:
         return NEXT
     return next((name for name in LISTS if name in text), "")
 
+
 def programme_names(text: str, lang: str) -> tuple[str, ...]:
     """The names the question quotes. The corpus names programmes in Chinese, so an English
     question's own English quotes are not among them; the Chinese it gives in brackets is."""
@@ -388,10 +397,12 @@ def programme_names(text: str, lang: str) -> tuple[str, ...]:
         names = [n for n in names if re.search(r"[\u4e00-\u9fff]", n)] + BRACKETED_HAN.findall(text)
     return tuple(dict.fromkeys(names))
 
+
 def unquoted(text: str) -> str:
     """The text with quoted names blanked out, at the same length: a place inside a programme's
     name (“闵址汇”, “花博人家”) names the programme, not the district asked about."""
     return QUOTED.sub(lambda m: "＿" * len(m.group(0)), text)
+
 
 def topic(text: str, mentions: list[tuple[int, str, str]]) -> str:
     """The question without the districts and places it names (`mentions`: place_mentions of its
@@ -400,6 +411,7 @@ def topic(text: str, mentions: list[tuple[int, str, str]]) -> str:
     for pos, word, _ in sorted(mentions, key=lambda m: -m[0]):
         out = out[:pos] + " " + out[pos + len(word):]
     return re.sub(r"\s+", " ", out).strip()
+
 
 def parse(text: str, history: list[dict] | None = None, max_chars: int = 2000) -> Query:
     """The one entry point. `history` is the chat so far ([{"role", "content", "case_ids"?}]); an
@@ -421,6 +433,7 @@ def parse(text: str, history: list[dict] | None = None, max_chars: int = 2000) -
     elif move == "same_case" and query.wants:
         kind = "fact_number" if query.wants == "year" else "what_measure"
     return replace(query, kind=kind, follow=Follow(previous, shown, move, _last_answer(history or [])))
+
 
 def _parse_one(raw: str, note: str = "") -> Query:
     lang = language(raw)
@@ -444,9 +457,11 @@ def _parse_one(raw: str, note: str = "") -> Query:
                  quoted=programme_names(text, lang),
                  wants=wants, topic=topic(text, mentions), rest=without_collection(text), note=note)
 
+
 def names_a_kind(text: str) -> bool:
     """The question's own words name a kind (as opposed to "那松江区呢？", which borrows one)."""
     return any(p.search(text.lower()) for _, p in KIND_RULES)
+
 
 def _previous(history: list[dict], max_chars: int) -> Query | None:
     """The last user turn that stood on its own: a follow-up's topic is the original question's."""
@@ -459,6 +474,7 @@ def _previous(history: list[dict], max_chars: int) -> Query | None:
     standing = [q for q in parsed if not _leans_on_history(q)]
     return (standing or parsed or [None])[-1]
 
+
 def _leans_on_history(query: Query) -> bool:
     """A question that needs the turn before: anaphora, or too short to stand alone."""
     low = query.text.lower()
@@ -469,6 +485,7 @@ def _leans_on_history(query: Query) -> bool:
     asks_where = query.kind in ("which_district", "list_districts") and len(query.topic) >= 8
     return not (query.quoted or len(query.topic) > 14 or asks_where)
 
+
 def _move(query: Query) -> str:
     low = query.text.lower()
     for move, pattern in MOVES:
@@ -478,9 +495,11 @@ def _move(query: Query) -> str:
         return "swap_district"
     return "same_case"
 
+
 def _last_answer(history: list[dict]) -> str:
     replies = [str(m.get("content") or "") for m in history if m.get("role") == "assistant"]
     return replies[-1].strip().split("\n")[0] if replies else ""
+
 
 def _shown(history: list[dict]) -> tuple[str, ...]:
     """The case ids of the last answer, when the history carries them."""
@@ -491,4 +510,5 @@ def _shown(history: list[dict]) -> tuple[str, ...]:
                 return tuple(str(i) for i in ids if isinstance(i, str))
             return ()
     return ()
+
 
