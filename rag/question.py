@@ -256,8 +256,10 @@ def language(text: str) -> str:
 def from_english(text: str) -> str:
     """The English question with Chinese names and terms added beside the words they translate."""
     low = text.lower()
-    added = [zh for en, zh in sorted(GLOSSARY.items(), key=lambda kv: -len(kv[0]))
-             if re.search(rf"(?<![a-z]){re.escape(en)}s?(?![a-z])", low)]
+    found = [(m.start(), -len(en), zh) for en, zh in GLOSSARY.items()
+             if (m := re.search(rf"(?<![a-z]){re.escape(en)}s?(?![a-z])", low))]
+    # In the order the question names them: "Compare Baoshan's … and Minhang's …" compares 宝山 to 闵行.
+    added = [zh for _, _, zh in sorted(found)]
     kinds = [en for en in ENGLISH_KINDS if en in low]
     added += [ENGLISH_KINDS[en] for en in kinds if not any(en != k and en in k for k in kinds)]
     # In front: after the question mark they would stand in a clause of their own, not the question's.
@@ -437,7 +439,9 @@ def parse(text: str, history: list[dict] | None = None, max_chars: int = 2000) -
 
 def _parse_one(raw: str, note: str = "") -> Query:
     lang = language(raw)
-    text = SHORT_YEAR.sub(r"20\1", normalise(from_english(raw) if lang == "en" else raw))
+    # The glossary also reads the English words of a mixed question ("Compare Minhang's 企业服务专员
+    # and Baoshan's 代办专员" has more Han than Latin letters).
+    text = SHORT_YEAR.sub(r"20\1", normalise(from_english(raw)))
     kind = detect_kind(text)
     bare = unquoted(text)
     mentions = place_mentions(bare)

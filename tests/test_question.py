@@ -97,6 +97,9 @@ def test_traditional_full_width_and_english_are_read():
     e = parse("Which district set up the international talent hub in Zhangjiang?")
     assert e.language == "en" and "张江" in e.text and "人才" in e.text
     assert {"利率", "金山区", "贷款"} <= set(parse("What interest rate did companies pay on Jinshan's loans?").text.split())
+    # A comparison keeps the order the question names its sides in.
+    assert parse("Compare Minhang's 企业服务专员 and Baoshan's 代办专员").districts == ("闵行区", "宝山区")
+    assert parse("Compare Baoshan's 代办专员 and Minhang's 企业服务专员").districts == ("宝山区", "闵行区")
 
 
 @pytest.mark.parametrize("question,years,collection", [
