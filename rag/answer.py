@@ -21,7 +21,7 @@ import numpy as np
 from rag.chunking import Chunk, Sentence
 from rag.corpus import Case
 from rag.decide import Decisions
-from rag.question import NEXT, Query
+from rag.question import INTERROGATIVE, NEXT, Query
 from rag.retrieve import Evidence, Filters, Hit, Retriever
 
 NO_DISTRICT = "（文中未注明所属区）"
@@ -180,10 +180,11 @@ class Answerer:
     # -- evidence -----------------------------------------------------------------------------
     def _terms(self, text: str) -> dict[str, float]:
         """The text's content words weighted by rarity; a word the corpus never uses weighs most.
-        District names are where, not what; bare numbers and stray letters carry no topic."""
+        District names are where, not what; bare numbers, stray letters and the words that ask carry no topic."""
         out = {}
         for t in self.retriever.tokens(text):
-            if t.endswith("区") and len(t) <= 4 or re.fullmatch(r"20\d\d|年|年度|\d+|[a-z]{1,2}", t):
+            if t.endswith("区") and len(t) <= 4 or re.fullmatch(r"20\d\d|年|年度|\d+|[a-z]{1,2}", t) or \
+                    INTERROGATIVE.fullmatch(t):
                 continue
             if re.fullmatch(r"[a-z'\-]+", t) and t not in self.idf:
                 continue  # English words: the glossary added their Chinese beside them

@@ -132,6 +132,10 @@ MOVES = (
 # An English full stop ends a sentence where a space follows it ("2.0版" has none).
 SENTENCE_STOP = re.compile(r"[。！？!?；;\n]|\.(?=\s|$)")
 CLAUSE = re.compile(r"[，,。！？!?；;：:\n]|\.(?=\s|$)")
+# The words a question asks with ("多少", "几家", "有没有"): how it asks, not what about. The corpus
+# never uses most of them, so read as topic words they would weigh as the rarest thing asked.
+INTERROGATIVE = re.compile(r"(?:多少|多久|多长|多大|多远|多高|几|哪一?|有没有|是否|怎样|怎么样|大概|大约|一共|总共|来着)"
+                           r"[个天家年次位名项种条]?")
 ASKER = re.compile(r"我|咱|本人|俺|\b(?:i|we|my|our)\b", re.I)
 
 # English names for the places and the words of this corpus: the BM25 side needs Chinese tokens;
