@@ -4,7 +4,7 @@ would break a rule written to one phrasing."""
 
 import pytest
 
-from rag.question import BadQuestion, clean, detect_kind, parse
+from rag.question import INTERROGATIVE, BadQuestion, clean, detect_kind, parse
 
 
 @pytest.mark.parametrize("question,kind", [
@@ -267,3 +267,12 @@ def test_a_new_question_after_history_stands_alone():
     history = [{"role": "user", "content": "哪个区推出了“一楼一事办”？"}, {"role": "assistant", "content": "虹口区 —— 《…》"}]
     assert parse("哪些区搞了企业代办服务？", history).follow is None
     assert parse("哪个区有类似的？", history).follow is not None
+
+
+@pytest.mark.parametrize("word,asks", [
+    ("多少", True), ("几家", True), ("有没有", True), ("大概", True), ("哪一年", True), ("是否", True),
+    # Topic words that start like one: the detail asked about is not how it is asked.
+    ("多元", False), ("几何", False), ("大数据", False), ("一共治", False),
+])
+def test_interrogative_words_are_how_a_question_asks(word, asks):
+    assert bool(INTERROGATIVE.fullmatch(word)) == asks
