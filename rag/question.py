@@ -9,10 +9,12 @@ is kept as a claim for the evidence to confirm or correct, not as a filter that 
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from pathlib import Path
 
 from rag.corpus import place_mentions
 
@@ -165,6 +167,9 @@ GLOSSARY = {
     "insurance": "保险", "pilot": "试点", "subsidy": "补贴", "fee": "费用", "phone": "电话", "telephone": "电话",
     "breakfast": "早餐", "enterprise": "企业", "company": "企业", "companies": "企业",
 }
+# The corpus's other terms in English, as data: glossary.json says where they come from.
+GLOSSARY = {**json.loads((Path(__file__).parent / "glossary.json").read_text(encoding="utf-8"))["terms"], **GLOSSARY}
+ENGLISH_WORDS = [(en, zh, re.compile(rf"(?<![a-z]){re.escape(en)}s?(?![a-z])")) for en, zh in GLOSSARY.items()]
 # "how many" counts in any measure word ("how many financial service officers"): 多少个.
 ENGLISH_KINDS = {"which districts": "哪些区", "which district": "哪个区", "how many days": "几天",
                  "how long": "多久", "how many": "多少个", "what year": "哪一年"}
@@ -260,8 +265,7 @@ def language(text: str) -> str:
 def from_english(text: str) -> str:
     """The English question with Chinese names and terms added beside the words they translate."""
     low = text.lower()
-    found = [(m.start(), -len(en), zh) for en, zh in GLOSSARY.items()
-             if (m := re.search(rf"(?<![a-z]){re.escape(en)}s?(?![a-z])", low))]
+    found = [(m.start(), -len(en), zh) for en, zh, pattern in ENGLISH_WORDS if (m := pattern.search(low))]
     # In the order the question names them: "Compare Baoshan's … and Minhang's …" compares 宝山 to 闵行.
     added = [zh for _, _, zh in sorted(found)]
     kinds = [en for en in ENGLISH_KINDS if en in low]

@@ -2,6 +2,9 @@
 rag/question.py, and each row here is a wording it must read right, with the paraphrases that
 would break a rule written to one phrasing."""
 
+import json
+from pathlib import Path
+
 import pytest
 
 from rag.question import INTERROGATIVE, BadQuestion, clean, detect_kind, parse
@@ -276,3 +279,13 @@ def test_a_new_question_after_history_stands_alone():
 ])
 def test_interrogative_words_are_how_a_question_asks(word, asks):
     assert bool(INTERROGATIVE.fullmatch(word)) == asks
+
+
+def test_glossary_words_are_the_corpus_own():
+    """An English word helps the keyword side only if the Chinese beside it is what the seeds say."""
+    seeds = "".join(p.read_text(encoding="utf-8") for p in (Path(__file__).parent.parent / "seeds").glob("*.txt")).lower()
+    terms = json.loads((Path(__file__).parent.parent / "rag" / "glossary.json").read_text(encoding="utf-8"))["terms"]
+    missing = [(en, zh) for en, words in terms.items() for zh in words.split() if zh.lower() not in seeds]
+    assert not missing and len(terms) > 200
+    e = parse("Which Shanghai districts give a new company its seal for free?")
+    assert "公章" in e.text and e.kind == "list_districts"
