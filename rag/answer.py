@@ -188,6 +188,8 @@ class Answerer:
                 continue
             if re.fullmatch(r"[a-z'\-]+", t) and t not in self.idf:
                 continue  # English words: the glossary added their Chinese beside them
+            if t not in self.idf and not self.retriever.index.tokenizer.is_word(t):
+                continue  # a seam of the search cut ("楼有", "这是"), not a word the question uses
             out[t] = self.idf.get(t, self.unknown_idf)
         return out
 

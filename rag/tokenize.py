@@ -63,6 +63,11 @@ class Tokenizer:
     def save(self, path: Path) -> None:
         path.write_text("\n".join(self.words), encoding="utf-8")
 
+    def is_word(self, token: str) -> bool:
+        """In jieba's dictionary: "好评率", "解封" are words; "楼有", "这是" are seams of the search cut."""
+        self._jieba.check_initialized()
+        return self._jieba.FREQ.get(token, 0) > 0
+
     def __call__(self, text: str) -> list[str]:
         tokens = self._jieba.lcut_for_search(text.lower())
         return [t for t in tokens if WORD.search(t) and t not in STOPWORDS]

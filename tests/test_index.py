@@ -39,6 +39,9 @@ def test_user_dictionary_keeps_programme_names_whole(index):
     tokens = index.tokenizer("虹口区的一楼一事办和徐汇的住所云、汇商码")
     for word in ("一楼一事办", "住所云", "汇商码", "虹口区"):
         assert word in tokens
+    # The search cut also yields seams of two words ("亿元楼有多少" → 楼有): no word of the dictionary.
+    assert all(index.tokenizer.is_word(w) for w in ("好评率", "解封", "电话", "一楼一事办"))
+    assert not any(index.tokenizer.is_word(w) for w in ("楼有", "这是", "有个"))
 
 
 @pytest.fixture
