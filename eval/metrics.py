@@ -200,7 +200,6 @@ def summarise(rows: Sequence[dict]) -> dict:
     return out
 
 
-
 def failures(row: dict) -> list[str]:
     """Why a question counts as failed, in words for the report; empty when it passed."""
     m = row["metrics"]
