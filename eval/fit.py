@@ -36,8 +36,10 @@ from rag.question import parse
 TARGET_FALSE_ABSTENTION = 0.02
 TARGET_FALSE_CORRECTION = 0.02
 FOLDS = 5
-# Ridge strength of every fit (sklearn's C): the features are few and standardised.
-C = 1.0
+# Ridge strength of every fit (sklearn's C): the features are few and standardised. Chosen by the CV
+# below over 0.03–3 (2026-12-07, 3 shuffles): the premise check, fitted on 80 rows, corrects 0.87 of
+# wrong premises at 0.1 against 0.79 at 1.0; answerability and membership move by less than 0.005.
+C = 0.1
 
 
 def collect(chain, items: list[dict], progress: bool = True) -> dict[str, list[dict]]:
