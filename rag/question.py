@@ -264,6 +264,8 @@ def language(text: str) -> str:
 
 def from_english(text: str) -> str:
     """The English question with Chinese names and terms added beside the words they translate."""
+    if not re.search(r"[A-Za-z]", text):
+        return text  # every glossary key is Latin: a question without a Latin letter has none to add
     low = text.lower()
     found = [(m.start(), -len(en), zh) for en, zh, pattern in ENGLISH_WORDS if (m := pattern.search(low))]
     # In the order the question names them: "Compare Baoshan's … and Minhang's …" compares 宝山 to 闵行.
@@ -522,5 +524,3 @@ def _shown(history: list[dict]) -> tuple[str, ...]:
                 return tuple(str(i) for i in ids if isinstance(i, str))
             return ()
     return ()
-
-
