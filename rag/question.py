@@ -90,7 +90,9 @@ ASKS = (
                         r"(?:上线|施行|实施|发布|印发|启用|开通|成立|揭牌|开业|推出)的?时间|"
                         r"\bwhen (?:did|was|were|will|is|does|do)\b|^when\b|what date")),
     ("money", re.compile(r"多少钱|多少万|多少元|奖金|资助|补贴多少|费用|经费|预算|成本是?多少|花了多少|金额|额度|收费|手续费|"
-                         r"要钱|年薪|工资|薪资|how much|cost|budget|prize|fee|salary|amount")),
+                         r"要钱|年薪|工资|薪资|cost|budget|prize|fee|salary|amount|"
+                         # "by how much did they cut the time", "how much earlier": a difference, not money.
+                         r"(?<!by )how much(?! (?:earlier|sooner|faster|quicker|later|shorter|longer|more|less|time))")),
     ("percent", re.compile(r"百分之|百分比|比例|占比|多少成|率(是|为|达到?)?多少|提高了?多少|利率|费率|多少个点|"
                            r"percent|percentage|rate")),
     # "多大" alone asks a size of anything ("多大担保规模", "多大作用").
@@ -165,11 +167,16 @@ GLOSSARY = {
     "flower expo": "花博", "expo": "博览会", "survey": "调查", "experience officer": "体验官",
     "interest rate": "利率", "chamber of commerce": "商会", "financial": "金融", "finance": "金融",
     "insurance": "保险", "pilot": "试点", "subsidy": "补贴", "fee": "费用", "phone": "电话", "telephone": "电话",
-    "breakfast": "早餐", "enterprise": "企业", "company": "企业", "companies": "企业",
+    "first half": "上半年", "breakfast": "早餐", "enterprise": "企业", "company": "企业", "companies": "企业",
 }
 # The corpus's other terms in English, as data: glossary.json says where they come from.
 GLOSSARY = {**json.loads((Path(__file__).parent / "glossary.json").read_text(encoding="utf-8"))["terms"], **GLOSSARY}
 ENGLISH_WORDS = [(en, zh, re.compile(rf"(?<![a-z]){re.escape(en)}s?(?![a-z])")) for en, zh in GLOSSARY.items()]
+# "100 million yuan" is what the corpus writes 1亿元: an English amount in the corpus's units, so the
+# number the question states is the one the case holds.
+# "100,000 yuan" is 10万元; "12345" (a hotline) stays as it is.
+ENGLISH_AMOUNT = re.compile(r"(?<![\d.,])(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)(?:\s*(thousand|million|billion)\b)?", re.I)
+SCALE = {"": 1.0, "thousand": 1e3, "million": 1e6, "billion": 1e9}
 # "how many" counts in any measure word ("how many financial service officers"): 多少个.
 ENGLISH_KINDS = {"which districts": "哪些区", "which district": "哪个区", "how many days": "几天",
                  "how long": "多久", "how many": "多少个", "what year": "哪一年"}
@@ -266,6 +273,7 @@ def from_english(text: str) -> str:
     """The English question with Chinese names and terms added beside the words they translate."""
     if not re.search(r"[A-Za-z]", text):
         return text  # every glossary key is Latin: a question without a Latin letter has none to add
+    text = ENGLISH_AMOUNT.sub(_chinese_amount, text)
     low = text.lower()
     found = [(m.start(), -len(en), zh) for en, zh, pattern in ENGLISH_WORDS if (m := pattern.search(low))]
     # In the order the question names them: "Compare Baoshan's … and Minhang's …" compares 宝山 to 闵行.
@@ -274,6 +282,17 @@ def from_english(text: str) -> str:
     added += [ENGLISH_KINDS[en] for en in kinds if not any(en != k and en in k for k in kinds)]
     # In front: after the question mark they would stand in a clause of their own, not the question's.
     return f"{' '.join(dict.fromkeys(added))} {text}".strip()
+
+
+def _chinese_amount(m: re.Match) -> str:
+    number, scale = m.groups()
+    if not scale and "," not in number:
+        return number
+    value = float(number.replace(",", "")) * SCALE[(scale or "").lower()]
+    for unit, size in (("亿", 1e8), ("万", 1e4)):
+        if value >= size:
+            return f"{value / size:.10g}{unit}"
+    return f"{value:.10g}"
 
 
 def detect_kind(text: str) -> str:
