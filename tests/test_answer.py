@@ -59,6 +59,22 @@ def test_a_question_about_one_detail_gets_the_sentence_that_carries_it(chain, cf
     check_citations(a, cfg)
 
 
+def test_an_english_question_about_one_detail_gets_the_sentence_that_carries_it(chain, cfg):
+    # Its words for the detail have no glossary entry: it must not read as a question about the
+    # whole case and get the case's headlines.
+    a = chain.invoke({"question": "How can people use Xuhui's Huishang Code to find somewhere to eat breakfast nearby?"})
+    assert a.districts[0] == "徐汇区" and "早餐网点地图" in a.answer
+    assert not any(line.startswith(("(一)", "(二)")) for line in a.answer.split("\n"))
+    check_citations(a, cfg)
+
+
+def test_an_english_count_is_read_in_the_measure_word_the_case_uses(chain, cfg):
+    # "How many" is 多少个; the case counts the buildings in 幢, and "100 million yuan" is its 亿.
+    a = chain.invoke({"question": "How many buildings in Hongkou yielded over 100 million yuan in tax in the first half of the year?"})
+    assert a.answerable and a.citations[0].case_id == "2022-e05" and "幢" in a.answer.split("\n")[0]
+    check_citations(a, cfg)
+
+
 def test_figure_comes_first(chain, cfg):
     a = chain.invoke({"question": "浦东人才港把审批时间压缩到了几天？"})
     assert "5天" in a.answer.split("\n")[0]
