@@ -78,7 +78,10 @@ ENGLISH_COLLECTION = re.compile(r"20\d\d\s+(?:collection|batch|edition|list)", r
 YEAR_RANGE = re.compile(r"20\d\d\s*年?\s*(?:到|至|-|—|~|and|to)\s*20\d\d")
 # A number the question states ("2.0版", "2020年", "39家"): the detail it asks about is one the
 # evidence must hold. A collection it names ("2022年度", "第一批") is a claim the premise check reads.
-STATED = re.compile(r"(?<![\d.])\d+(?:\.\d+)?(?![\d.]*\s*年度)|第[一二三四五六七八九十\d]+[期版轮届]")
+# "10万元以下" states 10万, not a 10 that any text holds.
+STATED = re.compile(r"(?<![\d.])\d+(?:\.\d+)?[万亿]?(?![\d.]*\s*年度)|第[一二三四五六七八九十\d]+[期版轮届]")
+# "1,800家", "100,000 yuan": a number in groups of three; "2019,2020" is two years.
+THOUSANDS = r"\d{1,3}(?:,\d{3})+(?![\d,])"
 # The kind of fact a question asks for, where the text must hold one of its shape to answer it.
 ASKS = (
     ("phone", re.compile(r"电话|热线|号码|联系方式|phone|hotline|contact number")),
@@ -92,7 +95,7 @@ ASKS = (
     ("money", re.compile(r"多少钱|多少万|多少元|奖金|资助|补贴多少|费用|经费|预算|成本是?多少|花了多少|金额|额度|收费|手续费|"
                          r"要钱|年薪|工资|薪资|cost|budget|prize|fee|salary|amount|"
                          # "by how much did they cut the time", "how much earlier": a difference, not money.
-                         r"(?<!by )how much(?! (?:earlier|sooner|faster|quicker|later|shorter|longer|more|less|time))")),
+                         r"(?<!\bby\s)how much(?!\s+(?:earlier|sooner|faster|quicker|later|shorter|longer|time))")),
     ("percent", re.compile(r"百分之|百分比|比例|占比|多少成|率(是|为|达到?)?多少|提高了?多少|利率|费率|多少个点|"
                            r"percent|percentage|rate")),
     # "多大" alone asks a size of anything ("多大担保规模", "多大作用").
@@ -175,7 +178,7 @@ ENGLISH_WORDS = [(en, zh, re.compile(rf"(?<![a-z]){re.escape(en)}s?(?![a-z])")) 
 # "100 million yuan" is what the corpus writes 1亿元: an English amount in the corpus's units, so the
 # number the question states is the one the case holds.
 # "100,000 yuan" is 10万元; "12345" (a hotline) stays as it is.
-ENGLISH_AMOUNT = re.compile(r"(?<![\d.,])(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)(?:\s*(thousand|million|billion)\b)?", re.I)
+ENGLISH_AMOUNT = re.compile(rf"(?<![\d.,])({THOUSANDS}(?:\.\d+)?|\d+(?:\.\d+)?)(?:\s*(thousand|million|billion)\b)?", re.I)
 SCALE = {"": 1.0, "thousand": 1e3, "million": 1e6, "billion": 1e9}
 # "how many" counts in any measure word ("how many financial service officers"): 多少个.
 ENGLISH_KINDS = {"which districts": "哪些区", "which district": "哪个区", "how many days": "几天",
@@ -273,7 +276,8 @@ def from_english(text: str) -> str:
     """The English question with Chinese names and terms added beside the words they translate."""
     if not re.search(r"[A-Za-z]", text):
         return text  # every glossary key is Latin: a question without a Latin letter has none to add
-    text = ENGLISH_AMOUNT.sub(_chinese_amount, text)
+    if language(text) == "en":  # "浦东App补贴分100，200，500元" is a Chinese list of amounts
+        text = ENGLISH_AMOUNT.sub(_chinese_amount, text)
     low = text.lower()
     found = [(m.start(), -len(en), zh) for en, zh, pattern in ENGLISH_WORDS if (m := pattern.search(low))]
     # In the order the question names them: "Compare Baoshan's … and Minhang's …" compares 宝山 to 闵行.
@@ -291,7 +295,8 @@ def _chinese_amount(m: re.Match) -> str:
     value = float(number.replace(",", "")) * SCALE[(scale or "").lower()]
     for unit, size in (("亿", 1e8), ("万", 1e4)):
         if value >= size:
-            return f"{value / size:.10g}{unit}"
+            # "100 million yuan" is 亿元 ("亿元楼"), more often than 1亿元.
+            return unit if value == size else f"{value / size:.10g}{unit}"
     return f"{value:.10g}"
 
 
@@ -361,7 +366,7 @@ def stated(text: str) -> tuple[str, ...]:
     39, "我2019年在苏州开了公司" states nothing about the subject), less a collection it names."""
     for pattern in (YEAR_RANGE, COLLECTION_YEAR, BATCH, ENGLISH_COLLECTION):
         text = pattern.sub(" ", text)
-    text = re.sub(r"(?<=\d),(?=\d{3})", "", text)
+    text = re.sub(THOUSANDS, lambda m: m.group(0).replace(",", ""), text)
     about = "，".join(_about(_clauses(text)))
     return tuple(dict.fromkeys(m.group(0) for m in STATED.finditer(about)))
 

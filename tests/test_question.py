@@ -227,6 +227,7 @@ def test_asking_for_more_of_the_same_case_is_not_asking_for_other_districts():
     ("崇明区合作了多少家银行？", ()),
     # English "how much" asks for money unless it asks by how much something changed.
     ("How much did the company receive from the subsidy?", ("money",)),
+    ("How much more subsidy did Minhang give this year?", ("money",)),
     ("By how much did Pudong cut the approval time?", ()),
     ("How much faster is a licence issued now?", ()),
 ])
@@ -253,8 +254,10 @@ def test_the_figure_asked_for(question, figures):
     ("青浦区2022年一年里处理了多少件信用修复？", ("2022",)),
     ("静安区首批静安才管家重点服务的39家企业具体是哪些？", ("39",)),
     ("徐汇开办企业一窗通第三期什么时候上线？", ("第三期",)),
-    # An English amount in the corpus's units: the case writes 10万元.
-    ("Refunds under 100,000 yuan are auto-approved. When will that be raised?", ("10",)),
+    # An amount in the corpus's units: the case writes 10万元, and the English question is read so.
+    ("Refunds under 100,000 yuan are auto-approved. When will that be raised?", ("10万",)),
+    ("静安区10万元以下的退税是自动审批的吗？", ("10万",)),
+    ("1,800家企业是哪年入驻的？", ("1800",)),
     # A collection's year, the span of the collections, a number in the asker's story: no detail.
     ("2022年度 奉贤 无科层审批 营业执照 最快多少分钟", ()),
     ("2021年全市各区优化营商环境优秀案例里浦东的人才港是怎么做的？", ()),
@@ -270,14 +273,19 @@ def test_the_numbers_a_question_states(question, stated):
 
 
 @pytest.mark.parametrize("english,chinese", [
-    ("over 100 million yuan in tax", "over 1亿 yuan in tax"),
+    # "100 million yuan" is what "亿元楼" counts in.
+    ("over 100 million yuan in tax", "over 亿 yuan in tax"),
     ("a 2.5 billion fund", "a 25亿 fund"),
     ("3 thousand firms and 1,234,567 visits", "3000 firms and 123.4567万 visits"),
-    # A number without a scale word or thousands separator is as written: a hotline, a year, a count.
+    ("99,999.99 yuan, 1,234.5 million", "9.999999万 yuan, 12.345亿"),
+    # A number without a scale word or groups of three is as written: a hotline, a year, a count.
     ("call 12345 since 2019 for 300 firms", "call 12345 since 2019 for 300 firms"),
+    ("since May 1,2021, 12,3456 firms", "since May 1,2021, 12,3456 firms"),
+    # A Chinese question with a Latin word keeps its numbers as written.
+    ("浦东App补贴分100，200，500元三档", "浦东App补贴分100,200,500元三档"),
 ])
 def test_english_amounts_are_written_as_the_corpus_writes_them(english, chinese):
-    assert from_english(english).endswith(chinese)
+    assert from_english(clean(english, 2000)[0]).endswith(chinese)
 
 
 
