@@ -175,9 +175,8 @@ GLOSSARY = {
 # The corpus's other terms in English, as data: glossary.json says where they come from.
 GLOSSARY = {**json.loads((Path(__file__).parent / "glossary.json").read_text(encoding="utf-8"))["terms"], **GLOSSARY}
 ENGLISH_WORDS = [(en, zh, re.compile(rf"(?<![a-z]){re.escape(en)}s?(?![a-z])")) for en, zh in GLOSSARY.items()]
-# "100 million yuan" is what the corpus writes 1亿元: an English amount in the corpus's units, so the
-# number the question states is the one the case holds.
-# "100,000 yuan" is 10万元; "12345" (a hotline) stays as it is.
+# "100 million yuan" is the corpus's 亿元 and "100,000 yuan" its 10万元: an English amount in the corpus's
+# units, so a number the question states is one a case can hold. "12345" (a hotline) stays as it is.
 ENGLISH_AMOUNT = re.compile(rf"(?<![\d.,])({THOUSANDS}(?:\.\d+)?|\d+(?:\.\d+)?)(?:\s*(thousand|million|billion)\b)?", re.I)
 SCALE = {"": 1.0, "thousand": 1e3, "million": 1e6, "billion": 1e9}
 # "how many" counts in any measure word ("how many financial service officers"): 多少个.
