@@ -288,8 +288,6 @@ def test_english_amounts_are_written_as_the_corpus_writes_them(english, chinese)
     assert from_english(clean(english, 2000)[0]).endswith(chinese)
 
 
-
-
 def test_a_new_question_after_history_stands_alone():
     history = [{"role": "user", "content": "哪个区推出了“一楼一事办”？"}, {"role": "assistant", "content": "虹口区 —— 《…》"}]
     assert parse("哪些区搞了企业代办服务？", history).follow is None
