@@ -201,7 +201,7 @@ class Answerer:
 
     def features(self, query: Query, hit: Hit, top: Hit, text: str) -> dict[str, float]:
         """Measured evidence that `hit` answers the query; the decisions are fitted on these."""
-        terms = self.terms(text)
+        terms = self.terms(query.focus if text == query.search else text)
         total = sum(terms.values()) or 1.0
         best = hit.sentences[:3]
         scores = self.retriever.scores(text)
@@ -209,6 +209,7 @@ class Answerer:
         spread = float(dense.std()) or 1.0
         quoted = [q for q in query.quoted if len(q) >= 2]
         case_text = self.case_text[hit.case.id]
+        local = self.local(terms, self.case_sentences[hit.case.id])
         return {
             "dense_chunk": hit.dense,
             "dense_sentence": max((e.dense for e in best), default=0.0),
@@ -225,6 +226,8 @@ class Answerer:
             # sentence that holds one carries what the question is about, against its best sentence.
             **self.slot(query, hit.case.id, terms),
             "terms": math.log1p(sum(terms.values())),
+            # The question's particular words together in one place of the case, not each somewhere.
+            "local_best": max((self.coverage(local, r) for r in self.case_reads[hit.case.id]), default=0.0),
             # A place outside Shanghai the question is about that the case never names: "深圳前海的商事登记
             # 确认制" is not Pudong's case, "香港投资者在香港的银行递材料" is.
             "elsewhere": (sum(p not in case_text for p in query.elsewhere) / len(query.elsewhere)) if query.elsewhere else 0.0,

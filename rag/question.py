@@ -96,7 +96,7 @@ ASKS = (
                          r"要钱|年薪|工资|薪资|cost|budget|prize|fee|salary|amount|"
                          # "by how much did they cut the time", "how much earlier": a difference, not money.
                          r"(?<!\bby\s)how much(?!\s+(?:earlier|sooner|faster|quicker|later|shorter|longer|time))")),
-    ("percent", re.compile(r"百分之|百分比|比例|占比|多少成|率(是|为|达到?)?多少|提高了?多少|利率|费率|多少个点|"
+    ("percent", re.compile(r"百分之|百分比|比例|占比|多少成|率(?:[（(][^）)]{0,12}[）)])?(是|为|达到?)?多少|提高了?多少|利率|费率|多少个点|"
                            r"percent|percentage|rate")),
     # "多大" alone asks a size of anything ("多大担保规模", "多大作用").
     # Spoken: "有几个平方", misheard as "几个平房".
@@ -144,6 +144,10 @@ CLAUSE = re.compile(r"[，,。！？!?；;：:\n]|\.(?=\s|$)")
 INTERROGATIVE = re.compile(r"(?:多少|多久|多长|多大|多远|多高|几|哪一?|有没有|是否|怎样|怎么样|大概|大约|一共|总共|来着)"
                            r"[个天家年次位名项种条]?")
 ASKER = re.compile(r"我|咱|本人|俺|\b(?:i|we|my|our)\b", re.I)
+# "我想知道具体是哪些银行": the asker asking, with the question after; not a clause about the asker.
+REQUEST = re.compile(r"^\s*(?:我们?|本人)?(?:就是)?(?:想|很想|希望|需要|要)?(?:再)?(?:知道|了解|问问?|请教|打听|咨询|确认|核实)"
+                     r"(?:一下|下)?|^\s*(?:i|we)(?:'d| would)? (?:like|want|need) to (?:know|ask|check|find out)\b|"
+                     r"^\s*i (?:wonder|was wondering)\b", re.I)
 
 # English names for the places and the words of this corpus: the BM25 side needs Chinese tokens;
 # the dense side is multilingual and reads the English as it is.
@@ -214,6 +218,7 @@ class Query:
     quoted: tuple[str, ...] = ()  # programme names in quotes
     wants: str = ""  # "effect", "year" or "" (the case as such)
     topic: str = ""  # the text without district names: what the question is about
+    about: str = ""  # the clauses about the subject: the text less its asides about the asker
     rest: str = ""  # the text without the collection it names: what it asks of that collection
     follow: Follow | None = None
     note: str = ""  # for the user: the question was cut
@@ -226,6 +231,11 @@ class Query:
         if self.follow:
             return f"{self.follow.previous.search} {self.text}"
         return self.text
+
+    @property
+    def focus(self) -> str:
+        """The search text less the asides about the asker: what evidence that answers must cover."""
+        return self.search.replace(self.text, self.about) if self.about else self.search
 
     @property
     def claims(self) -> bool:
@@ -387,7 +397,7 @@ def _about(clauses: list[str]) -> list[str]:
     厂，…") speaks of the asker, in an earlier clause than the question; an earlier clause that does
     not ("徐汇区的“住所云”，现在有多少…", "深圳前海推行的…，具体有哪些做法") names the subject.
     When no clause asks anything, every clause counts."""
-    return [c for c in clauses if _asks(c) or not ASKER.search(c)] or clauses
+    return [c for c in clauses if _asks(c) or not _of_asker(c)] or clauses
 
 
 def _requests(text: str) -> list[str]:
@@ -400,7 +410,11 @@ def _asking(text: str) -> list[str]:
     """The clauses that ask, those not about the asker first: "当地政府热线回复慢得很" asks for no
     phone number, "我开了几家店" for no count, and "我们在南京也有分公司" is not about 南京."""
     requests = _requests(text)
-    return [c for c in requests if not ASKER.search(c)] or requests
+    return [c for c in requests if not _of_asker(c)] or requests
+
+
+def _of_asker(clause: str) -> bool:
+    return bool(ASKER.search(REQUEST.sub("", clause)))
 
 
 def without_collection(text: str) -> str:
@@ -492,7 +506,8 @@ def _parse_one(raw: str, note: str = "") -> Query:
                  mentioned=passing, elsewhere=elsewhere(text), years=years, collection=collection(text),
                  figures=figures(text), asks=kinds, asked_in=asked_in, stated=stated(text),
                  quoted=programme_names(text, lang),
-                 wants=wants, topic=topic(text, mentions), rest=without_collection(text), note=note)
+                 wants=wants, topic=topic(text, mentions), about="，".join(_about(_clauses(text))),
+                 rest=without_collection(text), note=note)
 
 
 def names_a_kind(text: str) -> bool:

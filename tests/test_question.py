@@ -222,6 +222,14 @@ def test_asking_for_more_of_the_same_case_is_not_asking_for_other_districts():
     ("Which batch of e-invoice trials did the company join?", ("ordinal",)),
     ("崇明合作的12家银行具体是哪几家？", ("names",)),
     ("我想知道具体是哪些银行", ("names",)),
+    # The asker asking ("我想知道…", "想请教一下…", "I'd like to know…") frames the question; a clause
+    # about the asker ("我在苏州开了几家店") is an aside.
+    ("我在崇明开了个农场，听说签约了12家银行，我想知道具体是哪些银行，里面有没有农商行？", ("names",)),
+    ("我想了解一下浦东企业专属网页的2.0版是哪年上线的，杭州那边升级过好几次", ("date",)),
+    ("想请教一下，这个窗口的电话是多少？", ("phone",)),
+    ("I'd like to know the address of the service centre.", ("address",)),
+    ("我们公司热线一直占线，浦东的人才港是怎么做的？", ()),
+    ("嘉定小嘉帮办的好评率（群众满意度）是多少？", ("percent",)),
     ("奉贤的“四个一”云审批具体是哪四个“一”？", ()),
     ("那三个服务团具体是哪些？", ()),
     ("崇明区合作了多少家银行？", ()),
@@ -311,3 +319,9 @@ def test_glossary_words_are_the_corpus_own():
     assert not missing and len(terms) > 200
     e = parse("Which Shanghai districts give a new company its seal for free?")
     assert "公章" in e.text and e.kind == "list_districts"
+
+
+def test_what_evidence_must_cover_leaves_out_asides_about_the_asker():
+    q = parse("我在无锡税务系统工作，静安市北那个共治点2022年一共接待了多少人次？")
+    assert "无锡" not in q.focus and "共治点" in q.focus
+    assert parse("浦东人才港把审批时间压缩到了几天？").focus == "浦东人才港把审批时间压缩到了几天"
