@@ -29,6 +29,9 @@ NOT_FOUND = "现有案例材料中没有找到"
 WEAK = "材料中最接近的内容是："
 # A sentence that leans on the one before it ("同时，…", "该平台…") is shown with it.
 LEANS = re.compile(r"^(同时|此外|另外|其中|并且|而且|对此|为此|据此|该|这|此|上述|以上|通过这)")
+# The items of a series in one paragraph ("…主要从4个方面入手：一是组织专班…。二是跨前服务…"): a sentence
+# that opens or continues one is shown with the other items' lead sentences.
+SERIES = re.compile(r"(?:^|[：:])\s*(?:[一二三四五六七八九十]是|其[一二三四五六七八九十](?=[，,、是])|第[一二三四五六七八九十](?=[，,、是]))")
 NUMBER = re.compile(r"\d|[一二两三四五六七八九十百千万]+[天个项家年月次%名户件笔条]")
 FIGURE = r"(?:\d[\d.,，]*|[一二两三四五六七八九十百千万]+)\s*(?:多|余|近)?"
 # How a text counts what a question counts in another measure word: "多少家企业" → "1.5万户".
@@ -306,7 +309,8 @@ class Answerer:
         scored = [(self.decisions.sentence(x), e) for x, e in self.sentence_features(query, case, text)]
         return sorted(scored, key=lambda pe: -pe[0])
 
-    def pick(self, query: Query, case: Case, text: str, n: int, where=None, in_order: bool = True) -> list[Evidence]:
+    def pick(self, query: Query, case: Case, text: str, n: int, where=None, in_order: bool = True,
+             series: bool = False) -> list[Evidence]:
         """The case's n sentences that best answer `text` by the fitted sentence model, in document
         order (or best first); a sentence that leans on the one before it brings that one along.
         Title lines are not evidence."""
@@ -327,9 +331,18 @@ class Answerer:
             if before is not None and all(before.sentence != c.sentence for c in chosen + out):
                 out.append(before)
             out.append(e)
+            if series:
+                out += [x for x in self.series(e) if all(x.sentence != c.sentence for c in chosen + out)]
         if not in_order:
             return out
         return sorted(out, key=lambda e: (e.sentence.line, e.chunk.id, e.chunk.sentences.index(e.sentence)))
+
+    def series(self, e: Evidence) -> list[Evidence]:
+        """The other items' lead sentences of a series on the sentence's line, which chunks may cut."""
+        if not SERIES.search(e.sentence.text):
+            return []
+        return [Evidence(c, s, e.score, e.dense, e.bm25) for c in self.by_case[e.chunk.case.id] for s in c.sentences
+                if s.line == e.sentence.line and s != e.sentence and SERIES.match(s.text)]
 
     def neighbour(self, e: Evidence) -> Evidence | None:
         i = e.chunk.sentences.index(e.sentence)
@@ -590,7 +603,7 @@ class Answerer:
             shown = {e.sentence for e in heads}
             picked = [e for e in self.pick(query, top.case, plan.text, 3) if e.sentence not in shown][:2 if heads else 3]
         else:
-            picked = self.pick(query, top.case, plan.text, 4)
+            picked = self.pick(query, top.case, plan.text, 4, series=True)
         lines += [f"- {e.sentence.text}{cites.cite(e.chunk, e.sentence)}" for e in picked]
         return self._answer(query, plan.kind, lines, cites, [top])
 
@@ -601,7 +614,7 @@ class Answerer:
             return self.what_measure(query, plan, hits, ranked)
         # Figures first: of the best sentences, those that hold a number lead.
         # Best first: the sentence that holds the figure leads.
-        picked = self.pick(query, top.case, plan.text, 3, in_order=False)
+        picked = self.pick(query, top.case, plan.text, 3, in_order=False, series=True)
         lead, rest = picked[:1], picked[1:]
         lines = [e.sentence.text + cites.cite(e.chunk, e.sentence) for e in lead]
         lines.append(f"出处：{district_label(top.case)} —— {case_label(top.case)}")

@@ -59,6 +59,19 @@ def test_a_question_about_one_detail_gets_the_sentence_that_carries_it(chain, cf
     check_citations(a, cfg)
 
 
+@pytest.mark.parametrize("question", [
+    "虹口区的一楼一次办是从哪些方面着手推进的？",
+    "How did Hongkou approach its 'one building, one visit' (一楼一次办) work?",
+])
+def test_a_sentence_that_opens_a_series_brings_the_other_items(chain, cfg, question):
+    # "主要从4个方面入手：一是组织专班…" opens a paragraph whose other items ("二是跨前服务…") stand
+    # sentences apart, across a chunk boundary.
+    a = chain.invoke({"question": question})
+    assert a.districts[0] == "虹口区"
+    assert all(k in a.answer for k in ("组织专班", "跨前服务", "证照快办", "难事简办"))
+    check_citations(a, cfg)
+
+
 def test_an_english_question_about_one_detail_gets_the_sentence_that_carries_it(chain, cfg):
     # Its words for the detail have no glossary entry: it must not read as a question about the
     # whole case and get the case's headlines.
