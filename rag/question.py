@@ -218,7 +218,9 @@ class Query:
     quoted: tuple[str, ...] = ()  # programme names in quotes
     wants: str = ""  # "effect", "year" or "" (the case as such)
     topic: str = ""  # the text without district names: what the question is about
-    about: str = ""  # the clauses about the subject: the text less its asides about the asker
+    # The clauses about the subject: the text less its asides about the asker. An English question's
+    # Chinese words stand together in front of it, the aside's ("Suzhou" → 苏州) with the rest.
+    about: str = ""
     rest: str = ""  # the text without the collection it names: what it asks of that collection
     follow: Follow | None = None
     note: str = ""  # for the user: the question was cut
@@ -506,7 +508,7 @@ def _parse_one(raw: str, note: str = "") -> Query:
                  mentioned=passing, elsewhere=elsewhere(text), years=years, collection=collection(text),
                  figures=figures(text), asks=kinds, asked_in=asked_in, stated=stated(text),
                  quoted=programme_names(text, lang),
-                 wants=wants, topic=topic(text, mentions), about="，".join(_about(_clauses(text))),
+                 wants=wants, topic=topic(text, mentions), about="，".join(_about(_clauses(text))) if lang == "zh" else "",
                  rest=without_collection(text), note=note)
 
 

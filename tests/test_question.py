@@ -325,3 +325,6 @@ def test_what_evidence_must_cover_leaves_out_asides_about_the_asker():
     q = parse("我在无锡税务系统工作，静安市北那个共治点2022年一共接待了多少人次？")
     assert "无锡" not in q.focus and "共治点" in q.focus
     assert parse("浦东人才港把审批时间压缩到了几天？").focus == "浦东人才港把审批时间压缩到了几天"
+    # An English question's Chinese words stand in front, with its first clause: all of it is read.
+    q = parse("I run a small factory in Suzhou. Which district lets a firm register with just a lease?")
+    assert q.focus == q.search
