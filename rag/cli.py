@@ -176,7 +176,9 @@ def print_answer(answer) -> None:
     from rag.answer import line_span
 
     style = "" if answer.answerable else "yellow"
-    console.print(escape(answer.answer), style=style)
+    # Chinese has no spaces to break at: rich would put "- " alone on a line before a long sentence.
+    # The terminal wraps it instead.
+    console.print(escape(answer.answer), style=style, soft_wrap=True)
     for c in answer.citations:
         console.print(f"[dim][{c.n}] {escape(c.district or '（文中未注明所属区）')} · {escape(c.case_title)} · "
                       f"{c.collection} {c.year} · {escape(c.location or f'seeds/{c.source} {line_span(c.lines)}')}[/]")

@@ -117,9 +117,9 @@ def test_follow_up_of_a_bad_turn_still_works(chain):
 
 
 # -- the CLI ------------------------------------------------------------------------------------
-def rag(*args, cfg, stdin: bytes = b"") -> subprocess.CompletedProcess:
+def rag(*args, cfg, stdin: bytes = b"", **env: str) -> subprocess.CompletedProcess:
     """`rag …` in a process of its own, on the session's index."""
-    env = {**os.environ, "RAG_HOME": str(cfg.home)}
+    env = {**os.environ, "RAG_HOME": str(cfg.home), **env}
     return subprocess.run([sys.executable, "-m", "rag.cli", *args], input=stdin, capture_output=True,
                           cwd=ROOT, env=env, timeout=600)
 
@@ -134,6 +134,15 @@ BAD_LINES = [b"not json", b'"just a string"', b'{"id": "n", "question": 123}',
              b'{"id": NaN, "question": "x"}', b'{"id": 1e999, "question": "x"}',  # ids JSON cannot carry
              '{"id": "\\udfff", "question": "哪个区推出了“一楼一事办”？"}'.encode(),  # an id no encoder takes
              '{"id": "last", "question": "哪个区推出了“一楼一事办”？"}'.encode()]
+
+
+def test_cli_ask_prints_each_line_of_the_answer_whole(cfg, index):
+    # A narrow terminal: rich used to put "- " alone on a line before a long Chinese sentence.
+    run = rag("ask", "虹口区的一楼一次办是从哪些方面着手推进的？", cfg=cfg, COLUMNS="60")
+    out = run.stdout.decode()
+    assert run.returncode == 0 and "虹口区" in out and "**" not in out
+    assert not any(line.strip() == "-" for line in out.splitlines())
+    assert any(line.startswith("- 二是跨前服务") for line in out.splitlines())
 
 
 @pytest.fixture(scope="module")
