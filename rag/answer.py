@@ -204,6 +204,7 @@ class Answerer:
 
     def features(self, query: Query, hit: Hit, top: Hit, text: str) -> dict[str, float]:
         """Measured evidence that `hit` answers the query; the decisions are fitted on these."""
+        # The question's own search reads without its asides; the premise check passes its topic.
         terms = self.terms(query.focus if text == query.search else text)
         total = sum(terms.values()) or 1.0
         best = hit.sentences[:3]
@@ -331,8 +332,10 @@ class Answerer:
             if before is not None and all(before.sentence != c.sentence for c in chosen + out):
                 out.append(before)
             out.append(e)
-            if series:
-                out += [x for x in self.series(e) if all(x.sentence != c.sentence for c in chosen + out)]
+        if series:
+            # After the chosen ones: best first, a figure's sentence still leads.
+            for e in chosen:
+                out += [x for x in self.series(e) if all(x.sentence != c.sentence for c in out)]
         if not in_order:
             return out
         return sorted(out, key=lambda e: (e.sentence.line, e.chunk.id, e.chunk.sentences.index(e.sentence)))
@@ -342,7 +345,7 @@ class Answerer:
         if not SERIES.search(e.sentence.text):
             return []
         return [Evidence(c, s, e.score, e.dense, e.bm25) for c in self.by_case[e.chunk.case.id] for s in c.sentences
-                if s.line == e.sentence.line and s != e.sentence and SERIES.match(s.text)]
+                if s.line == e.sentence.line and s != e.sentence and SERIES.search(s.text)]
 
     def neighbour(self, e: Evidence) -> Evidence | None:
         i = e.chunk.sentences.index(e.sentence)

@@ -97,7 +97,7 @@ ASKS = (
                          # "by how much did they cut the time", "how much earlier": a difference, not money.
                          r"(?<!\bby\s)how much(?!\s+(?:earlier|sooner|faster|quicker|later|shorter|longer|time))")),
     ("percent", re.compile(r"百分之|百分比|比例|占比|多少成|率(?:[（(][^）)]{0,12}[）)])?(是|为|达到?)?多少|提高了?多少|利率|费率|多少个点|"
-                           r"percent|percentage|rate")),
+                           r"percent|percentage|\brates?\b")),
     # "多大" alone asks a size of anything ("多大担保规模", "多大作用").
     # Spoken: "有几个平方", misheard as "几个平房".
     ("area", re.compile(r"面积|多少个?平(?!台|均|安)|几个?平(?!台|均|安)|平方|how big|how large|square met|floor area")),
@@ -144,10 +144,12 @@ CLAUSE = re.compile(r"[，,。！？!?；;：:\n]|\.(?=\s|$)")
 INTERROGATIVE = re.compile(r"(?:多少|多久|多长|多大|多远|多高|几|哪一?|有没有|是否|怎样|怎么样|大概|大约|一共|总共|来着)"
                            r"[个天家年次位名项种条]?")
 ASKER = re.compile(r"我|咱|本人|俺|\b(?:i|we|my|our)\b", re.I)
-# "我想知道具体是哪些银行": the asker asking, with the question after; not a clause about the asker.
-REQUEST = re.compile(r"^\s*(?:我们?|本人)?(?:就是)?(?:想|很想|希望|需要|要)?(?:再)?(?:知道|了解|问问?|请教|打听|咨询|确认|核实)"
-                     r"(?:一下|下)?|^\s*(?:i|we)(?:'d| would)? (?:like|want|need) to (?:know|ask|check|find out)\b|"
-                     r"^\s*i (?:wonder|was wondering)\b", re.I)
+# "我想知道具体是哪些银行", "我问一下": the asker asking, with the question after. "我知道浦东有…",
+# "我问过浦东的窗口" state what the asker knows or did: those clauses are about the asker.
+REQUEST = re.compile(r"^\s*(?:我们?|咱们?|本人)?(?:就是)?(?:(?:很?想|希望|需要|要)再?请?(?:知道|了解|问问?|请教|打听|咨询|确认|核实|请问)|"
+                     r"(?:问|请教|打听|咨询|确认|核实|了解)(?:一下|下))(?:一下|下)?(?![过了到])(?:的是)?|"
+                     r"\b(?:i|we)(?:['’]d| would)? (?:like|want|need) to (?:know|ask|check|find out)\b|"
+                     r"\bi (?:wonder|was wondering)\b", re.I)
 
 # English names for the places and the words of this corpus: the BM25 side needs Chinese tokens;
 # the dense side is multilingual and reads the English as it is.
@@ -218,9 +220,7 @@ class Query:
     quoted: tuple[str, ...] = ()  # programme names in quotes
     wants: str = ""  # "effect", "year" or "" (the case as such)
     topic: str = ""  # the text without district names: what the question is about
-    # The clauses about the subject: the text less its asides about the asker. An English question's
-    # Chinese words stand together in front of it, the aside's ("Suzhou" → 苏州) with the rest.
-    about: str = ""
+    about: str = ""  # the clauses about the subject, less the asides about the asker; "" for the whole text
     rest: str = ""  # the text without the collection it names: what it asks of that collection
     follow: Follow | None = None
     note: str = ""  # for the user: the question was cut
@@ -237,7 +237,10 @@ class Query:
     @property
     def focus(self) -> str:
         """The search text less the asides about the asker: what evidence that answers must cover."""
-        return self.search.replace(self.text, self.about) if self.about else self.search
+        if self.follow and self.follow.move == "swap_district":
+            return self.search
+        own = self.about or self.text
+        return f"{self.follow.previous.focus} {own}" if self.follow else own
 
     @property
     def claims(self) -> bool:
@@ -416,7 +419,10 @@ def _asking(text: str) -> list[str]:
 
 
 def _of_asker(clause: str) -> bool:
-    return bool(ASKER.search(REQUEST.sub("", clause)))
+    """The clause speaks of the asker ("我在苏州开了几家店"), not only frames the question ("我想知道
+    具体是哪些银行"). A clause that is nothing but the frame ("我想知道，…") says nothing of the subject."""
+    rest = REQUEST.sub("", clause)
+    return bool(ASKER.search(rest)) or not rest.strip()
 
 
 def without_collection(text: str) -> str:
@@ -490,7 +496,12 @@ def _parse_one(raw: str, note: str = "") -> Query:
     lang = language(raw)
     # The glossary also reads the English words of a mixed question ("Compare Minhang's 企业服务专员
     # and Baoshan's 代办专员" has more Han than Latin letters).
-    text = SHORT_YEAR.sub(r"20\1", normalise(from_english(raw)))
+    translated = from_english(raw)
+    text = SHORT_YEAR.sub(r"20\1", normalise(translated))
+    # The glossary's Chinese words stand in front of the first clause, an aside's ("Suzhou" → 苏州) with
+    # the question's: dropping an aside could drop them, so a question they were added to has no
+    # narrower focus than its whole text.
+    about = "" if translated != raw else ",".join(_about(_clauses(text)))
     kind = detect_kind(text)
     bare = unquoted(text)
     mentions = place_mentions(bare)
@@ -508,7 +519,7 @@ def _parse_one(raw: str, note: str = "") -> Query:
                  mentioned=passing, elsewhere=elsewhere(text), years=years, collection=collection(text),
                  figures=figures(text), asks=kinds, asked_in=asked_in, stated=stated(text),
                  quoted=programme_names(text, lang),
-                 wants=wants, topic=topic(text, mentions), about="，".join(_about(_clauses(text))) if lang == "zh" else "",
+                 wants=wants, topic=topic(text, mentions), about=about,
                  rest=without_collection(text), note=note)
 
 

@@ -3,6 +3,7 @@
 import pytest
 
 from rag.answer import NO_DISTRICT, NOT_FOUND
+from rag.retrieve import Evidence
 from rag.question import detect_kind
 from rag.corpus import read_lines
 
@@ -70,6 +71,16 @@ def test_a_sentence_that_opens_a_series_brings_the_other_items(chain, cfg, quest
     assert a.districts[0] == "虹口区"
     assert all(k in a.answer for k in ("组织专班", "跨前服务", "证照快办", "难事简办"))
     check_citations(a, cfg)
+
+
+def test_any_item_of_a_series_brings_the_others_and_the_sentence_that_opens_it(chain):
+    answerer = chain.answerer
+    second = next(Evidence(c, s, 0.0, 0.0, 0.0) for c in answerer.by_case["2019-04"] for s in c.sentences
+                  if s.text.startswith("二是跨前服务"))
+    items = [e.sentence.text for e in answerer.series(second)]
+    assert any("主要从4个方面入手：一是组织专班" in t for t in items)
+    assert any(t.startswith("三是证照快办") for t in items) and any(t.startswith("四是难事简办") for t in items)
+    assert all(e.sentence.line == second.sentence.line for e in answerer.series(second))
 
 
 def test_an_english_question_about_one_detail_gets_the_sentence_that_carries_it(chain, cfg):

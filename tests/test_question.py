@@ -226,8 +226,8 @@ def test_asking_for_more_of_the_same_case_is_not_asking_for_other_districts():
     # about the asker ("我在苏州开了几家店") is an aside.
     ("我在崇明开了个农场，听说签约了12家银行，我想知道具体是哪些银行，里面有没有农商行？", ("names",)),
     ("我想了解一下浦东企业专属网页的2.0版是哪年上线的，杭州那边升级过好几次", ("date",)),
-    ("想请教一下，这个窗口的电话是多少？", ("phone",)),
-    ("I'd like to know the address of the service centre.", ("address",)),
+    ("我问一下，这个窗口的电话是多少？", ("phone",)),
+    ("本人就是想再问问，这个窗口的电话是多少？", ("phone",)),
     ("我们公司热线一直占线，浦东的人才港是怎么做的？", ()),
     ("嘉定小嘉帮办的好评率（群众满意度）是多少？", ("percent",)),
     ("奉贤的“四个一”云审批具体是哪四个“一”？", ()),
@@ -237,6 +237,7 @@ def test_asking_for_more_of_the_same_case_is_not_asking_for_other_districts():
     ("How much did the company receive from the subsidy?", ("money",)),
     ("How much more subsidy did Minhang give this year?", ("money",)),
     ("By how much did Pudong cut the approval time?", ()),
+    ("How does Pudong accelerate corporate registration?", ()),
     ("How much faster is a licence issued now?", ()),
 ])
 def test_the_kind_of_fact_asked_for(question, asks):
@@ -321,10 +322,29 @@ def test_glossary_words_are_the_corpus_own():
     assert "公章" in e.text and e.kind == "list_districts"
 
 
+@pytest.mark.parametrize("question,asked,mentioned", [
+    # What the asker knows or did is an aside, not a request: the district in it is mentioned.
+    ("我知道浦东有个人才港，徐汇有没有类似的做法？", ("徐汇区",), ("浦东新区",)),
+    ("我问过浦东的窗口，他们说要等十天，徐汇要几天？", ("徐汇区",), ("浦东新区",)),
+    # A clause that only frames ("我想知道，…") leaves the question to the clauses after it.
+    ("我想知道，我们在南京的分公司能不能在浦东办？", ("浦东新区",), ()),
+])
+def test_a_request_frame_is_not_an_aside_and_a_statement_is(question, asked, mentioned):
+    q = parse(question)
+    assert (q.districts, q.mentioned) == (asked, mentioned)
+
+
 def test_what_evidence_must_cover_leaves_out_asides_about_the_asker():
     q = parse("我在无锡税务系统工作，静安市北那个共治点2022年一共接待了多少人次？")
     assert "无锡" not in q.focus and "共治点" in q.focus
     assert parse("浦东人才港把审批时间压缩到了几天？").focus == "浦东人才港把审批时间压缩到了几天"
-    # An English question's Chinese words stand in front, with its first clause: all of it is read.
-    q = parse("I run a small factory in Suzhou. Which district lets a firm register with just a lease?")
-    assert q.focus == q.search
+    # The glossary's Chinese words stand in front, with the first clause: all of the text is read.
+    for question in ("I run a small factory in Suzhou. Which district lets a firm register with just a lease?",
+                     "我在苏州开厂，Pudong的credit repair怎么办理？"):
+        assert parse(question).focus == parse(question).text
+    assert "信用修复" in parse("我在苏州开厂，Pudong的credit repair怎么办理？").focus
+    # A follow-up reads the turn before it without that turn's aside.
+    history = [{"role": "user", "content": "我在无锡税务系统工作，静安市北那个共治点2022年一共接待了多少人次？"},
+               {"role": "assistant", "content": "…"}]
+    q = parse("那2021年呢？", history)
+    assert "共治点" in q.focus and "2021" in q.focus and "无锡" not in q.focus
